@@ -1,0 +1,67 @@
+# closedloop: `make help` lists the targets. Everything runs inside .venv.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+DVC := $(BIN)/dvc
+# torch is installed before the project so that the right build is chosen for this machine.
+TORCH_VERSION ?= 2.13.0
+# Where to get a CPU-only torch on machines without CUDA (PyPI's Linux wheel is the CUDA
+# build). Empty: use pip's configured index. Elsewhere: https://download.pytorch.org/whl/cpu
+TORCH_CPU_INDEX ?=
+STAMP := $(VENV)/.closedloop-installed
+# dvc.yaml's commands say `python`: make it the venv's, as `source .venv/bin/activate` would.
+export PATH := $(abspath $(BIN)):$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
+
+.PHONY: help install repro test test-fast bench lint data clean
+
+help: ## show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "CUDA found: installing torch $(TORCH_VERSION) with CUDA"; \
+		$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
+	else \
+		echo "no CUDA: installing the CPU build of torch $(TORCH_VERSION)"; \
+		$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_CPU_INDEX),--index-url $(TORCH_CPU_INDEX)); \
+	fi
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(STAMP) ## create .venv with torch (CPU build without CUDA) and the project
+
+data: $(STAMP) ## make data/ (DVC-tracked) present: from the DVC cache or remote when it holds files
+	@if grep -q 'nfiles: 0' data.dvc; then mkdir -p data; \
+	else $(DVC) checkout data.dvc 2>/dev/null || $(DVC) pull data.dvc; fi
+
+repro: data ## install if needed, then run the whole loop: dvc repro
+	$(DVC) repro
+	@echo ""
+	@echo "Results:"
+	@echo "  params (composed from conf/)   params.yaml"
+	@echo "  dataset snapshot               artifacts/snapshot/"
+	@echo "  candidate model + model card   models/candidate/"
+	@echo "  metrics                        reports/metrics.json   (dvc metrics show)"
+	@echo "  per-example predictions        reports/eval/          (dvc plots show)"
+
+test: data ## run the whole test suite, slow tests included (what CI runs)
+	$(BIN)/pytest
+
+test-fast: data ## run the tests that take seconds, not minutes
+	$(BIN)/pytest -m "not slow"
+
+bench: data ## run the benchmarks; each prints a ratio measured side by side
+	@set -e; for b in benchmarks/bench_*.py; do $(PY) $$b; done
+
+lint: $(STAMP) ## ruff, workflow checks and the other pre-commit hooks on every file
+	$(BIN)/pre-commit run --all-files
+
+clean: ## remove generated outputs (the DVC cache keeps them: `dvc checkout` restores)
+	rm -rf artifacts models/candidate reports/eval reports/train

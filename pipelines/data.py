@@ -1,0 +1,162 @@
+"""Datasets: the offline sources, the declared splits, schema checks and the snapshot format.
+
+A snapshot is what collect writes and every later stage reads: one Parquet file per split
+(features, label, optional time column) plus schema.json with the resolved feature names,
+classes and a content hash of each split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from pipelines.config import SPLITS
+from pipelines.io import read_json
+from pipelines.paths import SCHEMA, SNAPSHOT_DIR
+
+
+class DataError(ValueError):
+    """Data that does not match its declared schema: one line naming the column."""
+
+
+# ------------------------------------------------------------------------ sources
+def _seattle_weather(cfg: dict) -> pd.DataFrame:
+    from vega_datasets import local_data
+
+    return local_data.seattle_weather()
+
+
+def _digits(cfg: dict) -> pd.DataFrame:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    df = pd.DataFrame(bunch.data, columns=[f"px_{i}" for i in range(bunch.data.shape[1])])
+    df[cfg["target"]] = bunch.target.astype(str)
+    return df
+
+
+def _synthetic(cfg: dict) -> pd.DataFrame:
+    from sklearn.datasets import make_classification
+
+    s = cfg["synthetic"]
+    x, y = make_classification(
+        n_samples=s["n_samples"],
+        n_features=s["n_features"],
+        n_informative=s["n_informative"],
+        n_redundant=0,
+        n_classes=s["n_classes"],
+        class_sep=s["class_sep"],
+        random_state=s["seed"],
+    )
+    df = pd.DataFrame(x.astype(np.float32), columns=[f"f_{i}" for i in range(x.shape[1])])
+    df[cfg["target"]] = y.astype(str)
+    return df
+
+
+SOURCES = {"seattle_weather": _seattle_weather, "digits": _digits, "synthetic": _synthetic}
+
+
+def load_source(cfg: dict) -> pd.DataFrame:
+    """The raw table for a dataset config, from data that ships with an installed package."""
+    return SOURCES[cfg["source"]](cfg)
+
+
+# ------------------------------------------------------------------- schema checks
+def resolve_columns(cfg: dict, df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Feature names and classes: as declared, or inferred from the source when null."""
+    reserved = {cfg["target"], cfg.get("time_column")}
+    features = cfg["features"] or [c for c in df.columns if c not in reserved]
+    classes = cfg["classes"] or sorted(df[cfg["target"]].astype(str).unique().tolist())
+    return list(features), [str(c) for c in classes]
+
+
+def frame_schema(cfg: dict, features: list[str], classes: list[str]) -> pa.DataFrameSchema:
+    """The pandera schema of a snapshot split: finite numeric features, known labels."""
+    columns = {
+        f: pa.Column(float, checks=pa.Check(np.isfinite, element_wise=False), coerce=True, nullable=False)
+        for f in features
+    }
+    columns[cfg["target"]] = pa.Column(str, checks=pa.Check.isin(classes), coerce=True, nullable=False)
+    if cfg.get("time_column"):
+        columns[cfg["time_column"]] = pa.Column("datetime64[ns]", coerce=True, nullable=False)
+    return pa.DataFrameSchema(columns, strict="filter", coerce=True)
+
+
+def validate_frame(df: pd.DataFrame, schema: pa.DataFrameSchema, where: str) -> pd.DataFrame:
+    """Validate, or raise DataError naming the first failing column, check and example."""
+    try:
+        return schema.validate(df, lazy=True)
+    except pa.errors.SchemaErrors as e:
+        cases = e.failure_cases
+        row = cases.iloc[0]
+        n = len(cases)
+        column = row.get("column") or row.get("schema_context")
+        example = row.get("failure_case")
+        raise DataError(
+            f"{where}: column {column!r} fails {row.get('check')} (e.g. {example!r}; {n} failure(s) in all)"
+        ) from None
+
+
+# -------------------------------------------------------------------------- splits
+def split_frame(df: pd.DataFrame, cfg: dict, seed: int) -> dict[str, pd.DataFrame]:
+    """Apply the declared split: inclusive date ranges, or seeded stratified fractions."""
+    sp = cfg["split"]
+    if sp["strategy"] == "time":
+        t = pd.to_datetime(df[cfg["time_column"]])
+        out = {}
+        for name in SPLITS:
+            r = sp[name]
+            mask = (t >= pd.Timestamp(r["start"])) & (t <= pd.Timestamp(r["end"]))
+            out[name] = df.loc[mask].sort_values(cfg["time_column"], kind="stable")
+    else:
+        from sklearn.model_selection import train_test_split
+
+        fr = sp["fractions"]
+        y = df[cfg["target"]]
+        rest, prod = train_test_split(
+            df, test_size=fr["production"], random_state=seed, stratify=y
+        )
+        val_share = fr["val"] / (fr["train"] + fr["val"])
+        train, val = train_test_split(
+            rest, test_size=val_share, random_state=seed, stratify=rest[cfg["target"]]
+        )
+        out = {"train": train, "val": val, "production": prod}
+    for name, part in out.items():
+        if part.empty:
+            raise DataError(f"dataset.split.{name}: selects no rows from {cfg['name']}")
+    return {k: v.reset_index(drop=True) for k, v in out.items()}
+
+
+def frame_hash(df: pd.DataFrame) -> str:
+    """A content hash of a table: column names, dtypes and values, independent of file format."""
+    h = hashlib.sha256()
+    h.update(repr([(c, str(t)) for c, t in df.dtypes.items()]).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+# -------------------------------------------------------------------- the snapshot
+def read_schema(snapshot: Path = SNAPSHOT_DIR) -> dict:
+    path = Path(snapshot) / SCHEMA.name
+    if not path.exists():
+        raise DataError(f"{path}: no snapshot; run `dvc repro collect` first")
+    return read_json(path)
+
+
+def read_split(name: str, snapshot: Path = SNAPSHOT_DIR) -> pd.DataFrame:
+    path = Path(snapshot) / f"{name}.parquet"
+    if not path.exists():
+        raise DataError(f"{path}: missing split; run `dvc repro collect` first")
+    return pd.read_parquet(path)
+
+
+def tensors(df: pd.DataFrame, schema: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Features as float32 and labels as class indices, in the snapshot's declared order."""
+    x = df[schema["features"]].to_numpy(dtype=np.float32)
+    index = {c: i for i, c in enumerate(schema["classes"])}
+    y = df[schema["target"]].astype(str).map(index).to_numpy(dtype=np.int64)
+    return x, y

@@ -1,0 +1,119 @@
+"""Stage `evaluate`: score the candidate with torchmetrics on the frozen eval set and the
+production window.
+
+Reads params `metrics`, the snapshot and models/candidate/. Writes reports/metrics.json
+(what `dvc metrics diff` compares) and reports/eval/: per-example predictions, a confusion
+matrix and a calibration curve per split (what `dvc plots diff` draws).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from pipelines.config import load_params
+from pipelines.data import read_split, tensors
+from pipelines.io import atomic_dir, csv_text, run_stage, write_json, write_text
+from pipelines.models import load_model, predict_proba
+from pipelines.paths import CANDIDATE_DIR, EVAL_DIR, METRICS, SNAPSHOT_DIR
+
+DIGITS = 6  # metrics are rounded so reports read well; CPU runs are bit-identical anyway
+
+
+def score(probs: torch.Tensor, target: torch.Tensor, classes: list[str], ece_bins: int) -> dict:
+    """Accuracy, macro-F1, per-class precision and recall, ECE and the confusion matrix."""
+    k = len(classes)
+    r = lambda t: round(float(t), DIGITS)  # noqa: E731
+    if len(target) == 0:
+        return {"n": 0}
+    precision = MulticlassPrecision(k, average=None, zero_division=0)(probs, target)
+    recall = MulticlassRecall(k, average=None, zero_division=0)(probs, target)
+    support = torch.bincount(target, minlength=k)
+    return {
+        "n": len(target),
+        "accuracy": r(MulticlassAccuracy(k, average="micro")(probs, target)),
+        "macro_f1": r(MulticlassF1Score(k, average="macro", zero_division=0)(probs, target)),
+        "ece": r(MulticlassCalibrationError(k, n_bins=ece_bins, norm="l1")(probs, target)),
+        "per_class": {
+            c: {"precision": r(precision[i]), "recall": r(recall[i]), "support": int(support[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": MulticlassConfusionMatrix(k)(probs, target).tolist(),
+    }
+
+
+def calibration_rows(probs: torch.Tensor, target: torch.Tensor, bins: int) -> list[dict]:
+    """Reliability diagram points: mean confidence against accuracy per confidence bin."""
+    conf, pred = probs.max(1)
+    edges = torch.linspace(0, 1, bins + 1)
+    rows = []
+    for i in range(bins):
+        upper = conf <= edges[i + 1] if i == bins - 1 else conf < edges[i + 1]
+        mask = (conf >= edges[i]) & upper
+        if mask.any():
+            rows.append(
+                {
+                    "confidence": round(float(conf[mask].mean()), DIGITS),
+                    "accuracy": round(float((pred[mask] == target[mask]).float().mean()), DIGITS),
+                    "count": int(mask.sum()),
+                }
+            )
+    return rows
+
+
+def predictions_frame(df: pd.DataFrame, probs: torch.Tensor, config: dict) -> pd.DataFrame:
+    """One row per example: what it was, what the model said and how sure it was."""
+    classes = config["classes"]
+    p = probs.numpy()
+    out = pd.DataFrame({"row": np.arange(len(df))})
+    if config.get("time_column"):
+        out[config["time_column"]] = pd.to_datetime(df[config["time_column"]]).dt.strftime("%Y-%m-%d")
+    out["actual"] = df[config["target"]].astype(str).to_numpy()
+    out["predicted"] = [classes[i] for i in p.argmax(1)]
+    out["confidence"] = p.max(1).round(DIGITS)
+    for i, c in enumerate(classes):
+        out[f"p_{c}"] = p[:, i].round(DIGITS)
+    return out
+
+
+def evaluate(params: dict, snapshot: Path = SNAPSHOT_DIR, model_dir: Path = CANDIDATE_DIR) -> dict:
+    """Score the model in ``model_dir`` on every split ``metrics.splits`` names."""
+    mcfg = params["metrics"]
+    model, config = load_model(model_dir)
+    schema = {"features": config["features"], "classes": config["classes"], "target": config["target"]}
+    metrics: dict = {}
+    with atomic_dir(EVAL_DIR) as tmp:
+        for split in mcfg["splits"]:
+            df = read_split(split, snapshot)
+            x, y = tensors(df, schema)
+            target = torch.from_numpy(y)
+            probs = predict_proba(model, x)
+            scored = score(probs, target, config["classes"], mcfg["ece_bins"])
+            write_json(tmp / f"confusion_{split}.json", {"classes": config["classes"], "matrix": scored.pop("confusion_matrix")})
+            metrics[split] = scored
+            predictions_frame(df, probs, config).to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")
+            calibration = calibration_rows(probs, target, mcfg["calibration_bins"])
+            write_text(tmp / f"calibration_{split}.csv", csv_text(calibration, ["confidence", "accuracy", "count"]))
+    write_json(METRICS, metrics)
+    return metrics
+
+
+def main() -> None:
+    metrics = evaluate(load_params())
+    summary = ", ".join(f"{s} accuracy {m.get('accuracy', float('nan')):.3f}" for s, m in metrics.items())
+    print(f"evaluate: {summary} -> {METRICS}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,25 @@
+"""Fixed paths: the contract between dvc.yaml, the stages, CI and the README.
+
+Relative to the working directory, which DVC sets to the repository root.
+"""
+
+from pathlib import Path
+
+CONF_DIR = Path("conf")
+PARAMS = Path("params.yaml")
+DATA_DIR = Path("data")  # DVC-tracked landing zone for production feedback (data.dvc)
+FEEDBACK_DIR = DATA_DIR / "feedback"
+
+SNAPSHOT_DIR = Path("artifacts/snapshot")  # collect: one Parquet file per split + schema.json
+SCHEMA = SNAPSHOT_DIR / "schema.json"
+
+CANDIDATE_DIR = Path("models/candidate")  # train: weights, config and model card
+WEIGHTS = "model.safetensors"
+MODEL_CONFIG = "config.json"
+CARD_JSON = "card.json"
+CARD_MD = "card.md"
+
+REPORTS = Path("reports")
+TRAIN_HISTORY = REPORTS / "train" / "history.csv"
+METRICS = REPORTS / "metrics.json"
+EVAL_DIR = REPORTS / "eval"
