@@ -141,8 +141,9 @@ def compose(overrides: list[str] | tuple[str, ...] = (), conf_dir: Path = CONF_D
     except MissingConfigException as e:
         raise ConfigError(_missing_option_message(e, conf_dir)) from None
     except (HydraException, OmegaConfBaseException) as e:
-        first = str(e).strip().splitlines()[0]
-        raise ConfigError(f"{_rel(conf_dir)}: {first}") from None
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        detail = f" ({lines[-1]})" if len(lines) > 1 else ""
+        raise ConfigError(f"{_rel(conf_dir)}: {lines[0]}{detail}") from None
     return validate(OmegaConf.to_container(cfg, resolve=True), conf_dir)
 
 
