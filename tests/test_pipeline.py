@@ -1,0 +1,126 @@
+"""The DVC loop end to end, in a throwaway copy of this repository.
+
+These run the real `dvc` commands a user runs. Training is cut to three epochs in the copy so
+the time goes to what is under test: which stages rerun, determinism and experiments.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import make_project, run
+
+pytestmark = pytest.mark.slow
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w-]+)'", output))
+
+
+def edit(path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project copy after one full `dvc repro`."""
+    root = make_project(tmp_path_factory.mktemp("project"))
+    out = run(["dvc", "repro"], root).stdout
+    assert ran(out) == {"compose", "collect", "train", "evaluate"}, out
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "first repro"], root)
+    return root
+
+
+def test_second_repro_runs_no_stage_and_status_is_clean(project):
+    out = run(["dvc", "repro"], project).stdout
+    assert ran(out) == set(), out
+    status = run(["dvc", "status"], project).stdout
+    assert "up to date" in status, status
+
+
+def test_model_edit_reruns_train_and_evaluate_but_not_collect(project):
+    edit(project / "conf/model/mlp.yaml", "lr: 0.003", "lr: 0.005")
+    out = run(["dvc", "repro"], project).stdout
+    assert ran(out) == {"compose", "train", "evaluate"}, out
+    card = json.loads((project / "models/candidate/card.json").read_text())
+    assert card["model"]["lr"] == 0.005
+
+
+def test_metrics_edit_reruns_only_evaluate(project):
+    run(["dvc", "repro"], project)
+    edit(project / "conf/metrics/default.yaml", "ece_bins: 15", "ece_bins: 10")
+    out = run(["dvc", "repro"], project).stdout
+    assert ran(out) == {"compose", "evaluate"}, out
+
+
+def test_dataset_edit_reruns_collect_and_everything_after(project):
+    edit(project / "conf/dataset/seattle_weather.yaml", 'end: "2013-06-30"', 'end: "2013-05-31"')
+    out = run(["dvc", "repro"], project).stdout
+    assert ran(out) == {"compose", "collect", "train", "evaluate"}, out
+    run(["git", "checkout", "--", "conf"], project)
+    run(["dvc", "repro"], project)
+
+
+def test_forced_reruns_give_byte_identical_metrics(project):
+    run(["dvc", "repro", "--force"], project)
+    first = (project / "reports/metrics.json").read_bytes()
+    run(["dvc", "repro", "--force"], project)
+    assert (project / "reports/metrics.json").read_bytes() == first
+    assert json.loads(first)["production"]["n"] == 730
+
+
+def test_bad_config_stops_the_loop_before_training(project):
+    run(["git", "checkout", "--", "."], project)
+    run(["dvc", "repro"], project)
+    before = (project / "models/candidate/card.json").read_bytes()
+    edit(project / "conf/model/mlp.yaml", "lr: 0.003", "lr: -0.003")
+    proc = run(["dvc", "repro"], project, check=False)
+    assert proc.returncode != 0
+    assert "conf/model/mlp.yaml: model.lr: must be > 0" in proc.stderr
+    assert ran(proc.stdout) == {"compose"}
+    assert (project / "models/candidate/card.json").read_bytes() == before
+    run(["git", "checkout", "--", "conf"], project)
+
+
+def test_exp_run_override_trains_with_the_new_value_and_is_listed(project):
+    run(["git", "checkout", "--", "."], project)
+    run(["dvc", "repro"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "baseline", "--allow-empty"], project)
+    run(["dvc", "exp", "run", "-n", "lr-bump", "-S", "model.lr=0.02", "-S", "model.hidden_sizes=[32]"], project)
+    # The override reached training: the workspace now holds the experiment's results.
+    card = json.loads((project / "models/candidate/card.json").read_text())
+    assert card["model"]["lr"] == 0.02 and card["model"]["hidden_sizes"] == [32]
+    assert yaml.safe_load((project / "params.yaml").read_text())["model"]["lr"] == 0.02
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    exps = {
+        rev["name"]: rev["data"]
+        for entry in shown
+        for exp in entry.get("experiments") or []
+        for rev in exp["revs"]
+    }
+    assert "lr-bump" in exps, exps.keys()
+    assert exps["lr-bump"]["params"]["params.yaml"]["data"]["model"]["lr"] == 0.02
+    assert "reports/metrics.json" in exps["lr-bump"]["metrics"]
+    # The workspace now holds the experiment, consistently: nothing to rerun.
+    assert ran(run(["dvc", "repro"], project).stdout) == set()
+    # The next YAML edit recomposes from conf/: the experiment's override does not linger.
+    edit(project / "conf/model/mlp.yaml", "dropout: 0.1", "dropout: 0.2")
+    assert "compose" in ran(run(["dvc", "repro"], project).stdout)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["model"]["lr"] == 0.003 and params["model"]["dropout"] == 0.2
+    run(["git", "checkout", "--", "."], project)
+
+
+def test_exp_run_config_group_override(project):
+    run(["dvc", "exp", "run", "-S", "experiment=digits_cnn", "-S", "trainer.max_epochs=2"], project)
+    card = json.loads((project / "models/candidate/card.json").read_text())
+    assert card["dataset"] == "digits" and card["model"]["arch"] == "cnn"
+    run(["git", "checkout", "--", "."], project)
