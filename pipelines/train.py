@@ -35,21 +35,7 @@ TRAINER_KEYS = (
 )
 
 
-class History(L.Callback):
-    """Keep epoch-level metrics for the training curve plot."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        row = {"epoch": trainer.current_epoch}
-        for key in ("train_loss", "val_loss", "val_acc"):
-            if key in trainer.callback_metrics:
-                row[key] = round(float(trainer.callback_metrics[key]), 6)
-        self.rows.append(row)
-
-
-def make_trainer(trainer_cfg: dict, callbacks: list[L.Callback] | None = None) -> L.Trainer:
+def make_trainer(trainer_cfg: dict) -> L.Trainer:
     """A lightning.Trainer from the trainer config; nothing is written to disk by Lightning."""
     kwargs = {k: trainer_cfg[k] for k in TRAINER_KEYS}
     return L.Trainer(
@@ -57,7 +43,6 @@ def make_trainer(trainer_cfg: dict, callbacks: list[L.Callback] | None = None) -
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        callbacks=callbacks or [],
         default_root_dir=None,
     )
 
@@ -89,8 +74,7 @@ def train(params: dict, snapshot: Path = SNAPSHOT_DIR, out_dir: Path = CANDIDATE
     model = build_model(params["model"], len(schema["features"]), len(schema["classes"]))
     model.set_standardisation(x_train)
     lit = LitClassifier(model, params["model"]["lr"], params["model"]["weight_decay"])
-    history = History()
-    trainer = make_trainer(params["trainer"], [history])
+    trainer = make_trainer(params["trainer"])
 
     started = time.perf_counter()
     trainer.fit(lit, train_dl, val_dl)
@@ -106,7 +90,7 @@ def train(params: dict, snapshot: Path = SNAPSHOT_DIR, out_dir: Path = CANDIDATE
         "target": schema["target"],
         "time_column": schema["time_column"],
     }
-    last = history.rows[-1] if history.rows else {}
+    last = lit.history[-1] if lit.history else {}
     card = {
         "model": params["model"],
         "trainer": params["trainer"],
@@ -130,7 +114,7 @@ def train(params: dict, snapshot: Path = SNAPSHOT_DIR, out_dir: Path = CANDIDATE
         card["weights_sha256"] = save_model(model, config, tmp)
         write_json(tmp / CARD_JSON, card)
         write_text(tmp / CARD_MD, render_card(card, schema))
-    write_text(TRAIN_HISTORY, csv_text(history.rows, ["epoch", "train_loss", "val_loss", "val_acc"]))
+    write_text(TRAIN_HISTORY, csv_text(lit.history, ["epoch", "train_loss", "val_loss", "val_acc"]))
     return card
 
 

@@ -1,0 +1,104 @@
+"""Our Lightning training against a plain PyTorch loop: same model, data, batches and epochs.
+
+Target: ratio <= 1.10. Both sides train the same initial weights on the same DataLoader and
+run one validation pass per epoch; the ratio is the median of interleaved repeats.
+
+    python benchmarks/bench_training.py [--rows 200000] [--epochs 3] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.collect import collect  # noqa: E402
+from pipelines.config import compose  # noqa: E402
+from pipelines.models import LitClassifier, build_model  # noqa: E402
+from pipelines.train import loaders, make_trainer  # noqa: E402
+
+TARGET = 1.10
+
+
+def plain_loop(model, train_dl, val_dl, lr, weight_decay, epochs) -> float:
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for x, y in train_dl:
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            for x, y in val_dl:
+                loss_fn(model(x), y)
+    return time.perf_counter() - start
+
+
+def lightning_fit(model, train_dl, val_dl, params) -> float:
+    lit = LitClassifier(model, params["model"]["lr"], params["model"]["weight_decay"])
+    trainer = make_trainer({**params["trainer"], "max_epochs": params["trainer"]["max_epochs"]})
+    start = time.perf_counter()
+    trainer.fit(lit, train_dl, val_dl)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    root = Path(__file__).resolve().parents[1]
+    params = compose(
+        [
+            "dataset=synthetic",
+            f"dataset.synthetic.n_samples={args.rows}",
+            "model.hidden_sizes=[256,256]",
+            "model.batch_size=512",
+            "trainer=cpu",
+            f"trainer.max_epochs={args.epochs}",
+        ],
+        conf_dir=root / "conf",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        snap = Path(tmp) / "snap"
+        collect(params, out_dir=snap, data_dir=Path(tmp))
+        schema, train_dl, val_dl, x_train = loaders(params, snap)
+        L.seed_everything(0, verbose=False)
+        base = build_model(params["model"], len(schema["features"]), len(schema["classes"]))
+        base.set_standardisation(x_train)
+        ours, plain = [], []
+        for _ in range(args.repeats):
+            ours.append(lightning_fit(copy.deepcopy(base), train_dl, val_dl, params))
+            plain.append(
+                plain_loop(copy.deepcopy(base), train_dl, val_dl, params["model"]["lr"],
+                           params["model"]["weight_decay"], args.epochs)
+            )
+    ratios = [o / p for o, p in zip(ours, plain)]
+    ratio = statistics.median(ratios)
+    steps = len(train_dl) * args.epochs
+    print(
+        f"training  lightning {statistics.median(ours):.2f}s vs plain torch {statistics.median(plain):.2f}s "
+        f"({args.rows:,} rows, {steps:,} steps)  ratio {ratio:.3f}  target <= {TARGET}  "
+        f"{'OK' if ratio <= TARGET else 'OVER TARGET'}"
+    )
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    main()
