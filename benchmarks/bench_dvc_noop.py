@@ -42,9 +42,11 @@ def main() -> None:
         for _ in range(args.repeats):
             repro.append(timed(["dvc", "repro"], repo, env))
             status.append(timed(["dvc", "status"], repo, env))
-        out = subprocess.run(["dvc", "repro"], cwd=repo, env=env, check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            ["dvc", "repro"], cwd=repo, env=env, check=True, capture_output=True, text=True
+        )
         assert "Running stage" not in out.stdout, "the repository was not up to date"
-    ratio = statistics.median(r / s for r, s in zip(repro, status))
+    ratio = statistics.median(r / s for r, s in zip(repro, status, strict=False))
     print(
         f"dvc no-op  repro {statistics.median(repro):.2f}s vs status {statistics.median(status):.2f}s  "
         f"ratio {ratio:.3f}  target <= {TARGET}  {'OK' if ratio <= TARGET else 'OVER TARGET'}"

@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.collect import collect  # noqa: E402
-from pipelines.config import compose  # noqa: E402
-from pipelines.models import LitClassifier, build_model  # noqa: E402
-from pipelines.train import loaders, make_trainer  # noqa: E402
+from pipelines.collect import collect
+from pipelines.config import compose
+from pipelines.models import LitClassifier, build_model
+from pipelines.train import loaders, make_trainer
 
 TARGET = 1.10
 
@@ -84,10 +84,16 @@ def main() -> None:
         for _ in range(args.repeats):
             ours.append(lightning_fit(copy.deepcopy(base), train_dl, val_dl, params))
             plain.append(
-                plain_loop(copy.deepcopy(base), train_dl, val_dl, params["model"]["lr"],
-                           params["model"]["weight_decay"], args.epochs)
+                plain_loop(
+                    copy.deepcopy(base),
+                    train_dl,
+                    val_dl,
+                    params["model"]["lr"],
+                    params["model"]["weight_decay"],
+                    args.epochs,
+                )
             )
-    ratios = [o / p for o, p in zip(ours, plain)]
+    ratios = [o / p for o, p in zip(ours, plain, strict=False)]
     ratio = statistics.median(ratios)
     steps = len(train_dl) * args.epochs
     print(

@@ -29,7 +29,9 @@ def collect(params: dict, out_dir: Path = SNAPSHOT_DIR, data_dir: Path = DATA_DI
     ds = params["dataset"]
     raw = load_source(ds)
     features, classes = resolve_columns(ds, raw)
-    missing = [c for c in [*features, ds["target"], ds["time_column"]] if c and c not in raw.columns]
+    missing = [
+        c for c in [*features, ds["target"], ds["time_column"]] if c and c not in raw.columns
+    ]
     if missing:
         from pipelines.data import DataError
 
@@ -68,7 +70,9 @@ def collect(params: dict, out_dir: Path = SNAPSHOT_DIR, data_dir: Path = DATA_DI
 def frame_hash_of_hashes(splits: dict) -> str:
     import hashlib
 
-    return hashlib.sha256("".join(f"{k}:{v['hash']};" for k, v in sorted(splits.items())).encode()).hexdigest()
+    return hashlib.sha256(
+        "".join(f"{k}:{v['hash']};" for k, v in sorted(splits.items())).encode()
+    ).hexdigest()
 
 
 def main() -> None:

@@ -39,9 +39,15 @@ def build(overrides: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.compose", description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.lr=0.01 dataset=digits")
-    parser.add_argument("--print", action="store_true", help="print the composition instead of writing params.yaml")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.compose", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. model.lr=0.01 dataset=digits"
+    )
+    parser.add_argument(
+        "--print", action="store_true", help="print the composition instead of writing params.yaml"
+    )
     args = parser.parse_args(argv)
     text = dump(build(args.overrides))
     if args.print:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,9 @@ def _typed(schema: type, node: dict, group: str, where: str) -> Any:
         key = str(e.full_key or e.key)
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         choices = _field_names(schema, parent)
-        return _raise(f"{where}: unknown key '{group}.{key}'{_suggest(key.rsplit('.', 1)[-1], choices)}")
+        return _raise(
+            f"{where}: unknown key '{group}.{key}'{_suggest(key.rsplit('.', 1)[-1], choices)}"
+        )
     except OmegaConfBaseException as e:
         key = str(e.full_key or e.key or "")
         msg = str(getattr(e, "msg", e)).strip().splitlines()[0]
@@ -270,7 +273,9 @@ def _check_dataset(d: DatasetConfig) -> list[tuple[str, str]]:
     if sp.strategy == "random":
         f = sp.fractions
         if f is None:
-            return [("split.fractions", "strategy=random needs fractions for train, val, production")]
+            return [
+                ("split.fractions", "strategy=random needs fractions for train, val, production")
+            ]
         values = {"train": f.train, "val": f.val, "production": f.production}
         for name, v in values.items():
             if not 0 < v < 1:
@@ -295,7 +300,7 @@ def _check_dataset(d: DatasetConfig) -> list[tuple[str, str]]:
             return [(f"split.{name}", f"ends ({end}) before it starts ({start})")]
         ranges.append((start, end, name))
     ranges.sort()
-    for (s1, e1, n1), (s2, e2, n2) in zip(ranges, ranges[1:]):
+    for (s1, e1, n1), (s2, e2, n2) in itertools.pairwise(ranges):
         if s2 <= e1:
             return [(f"split.{n2}", f"{s2}..{e2} overlaps split.{n1} ({s1}..{e1})")]
     return []

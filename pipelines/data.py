@@ -77,10 +77,14 @@ def resolve_columns(cfg: dict, df: pd.DataFrame) -> tuple[list[str], list[str]]:
 def frame_schema(cfg: dict, features: list[str], classes: list[str]) -> pa.DataFrameSchema:
     """The pandera schema of a snapshot split: finite numeric features, known labels."""
     columns = {
-        f: pa.Column(float, checks=pa.Check(np.isfinite, element_wise=False), coerce=True, nullable=False)
+        f: pa.Column(
+            float, checks=pa.Check(np.isfinite, element_wise=False), coerce=True, nullable=False
+        )
         for f in features
     }
-    columns[cfg["target"]] = pa.Column(str, checks=pa.Check.isin(classes), coerce=True, nullable=False)
+    columns[cfg["target"]] = pa.Column(
+        str, checks=pa.Check.isin(classes), coerce=True, nullable=False
+    )
     if cfg.get("time_column"):
         columns[cfg["time_column"]] = pa.Column("datetime64[ns]", coerce=True, nullable=False)
     return pa.DataFrameSchema(columns, strict="filter", coerce=True)
@@ -117,9 +121,7 @@ def split_frame(df: pd.DataFrame, cfg: dict, seed: int) -> dict[str, pd.DataFram
 
         fr = sp["fractions"]
         y = df[cfg["target"]]
-        rest, prod = train_test_split(
-            df, test_size=fr["production"], random_state=seed, stratify=y
-        )
+        rest, prod = train_test_split(df, test_size=fr["production"], random_state=seed, stratify=y)
         val_share = fr["val"] / (fr["train"] + fr["val"])
         train, val = train_test_split(
             rest, test_size=val_share, random_state=seed, stratify=rest[cfg["target"]]

@@ -78,7 +78,9 @@ def predictions_frame(df: pd.DataFrame, probs: torch.Tensor, config: dict) -> pd
     p = probs.numpy()
     out = pd.DataFrame({"row": np.arange(len(df))})
     if config.get("time_column"):
-        out[config["time_column"]] = pd.to_datetime(df[config["time_column"]]).dt.strftime("%Y-%m-%d")
+        out[config["time_column"]] = pd.to_datetime(df[config["time_column"]]).dt.strftime(
+            "%Y-%m-%d"
+        )
     out["actual"] = df[config["target"]].astype(str).to_numpy()
     out["predicted"] = [classes[i] for i in p.argmax(1)]
     out["confidence"] = p.max(1).round(DIGITS)
@@ -91,7 +93,11 @@ def evaluate(params: dict, snapshot: Path = SNAPSHOT_DIR, model_dir: Path = CAND
     """Score the model in ``model_dir`` on every split ``metrics.splits`` names."""
     mcfg = params["metrics"]
     model, config = load_model(model_dir)
-    schema = {"features": config["features"], "classes": config["classes"], "target": config["target"]}
+    schema = {
+        "features": config["features"],
+        "classes": config["classes"],
+        "target": config["target"],
+    }
     metrics: dict = {}
     with atomic_dir(EVAL_DIR) as tmp:
         for split in mcfg["splits"]:
@@ -100,18 +106,28 @@ def evaluate(params: dict, snapshot: Path = SNAPSHOT_DIR, model_dir: Path = CAND
             target = torch.from_numpy(y)
             probs = predict_proba(model, x)
             scored = score(probs, target, config["classes"], mcfg["ece_bins"])
-            write_json(tmp / f"confusion_{split}.json", {"classes": config["classes"], "matrix": scored.pop("confusion_matrix")})
+            write_json(
+                tmp / f"confusion_{split}.json",
+                {"classes": config["classes"], "matrix": scored.pop("confusion_matrix")},
+            )
             metrics[split] = scored
-            predictions_frame(df, probs, config).to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")
+            predictions_frame(df, probs, config).to_csv(
+                tmp / f"{split}.csv", index=False, lineterminator="\n"
+            )
             calibration = calibration_rows(probs, target, mcfg["calibration_bins"])
-            write_text(tmp / f"calibration_{split}.csv", csv_text(calibration, ["confidence", "accuracy", "count"]))
+            write_text(
+                tmp / f"calibration_{split}.csv",
+                csv_text(calibration, ["confidence", "accuracy", "count"]),
+            )
     write_json(METRICS, metrics)
     return metrics
 
 
 def main() -> None:
     metrics = evaluate(load_params())
-    summary = ", ".join(f"{s} accuracy {m.get('accuracy', float('nan')):.3f}" for s, m in metrics.items())
+    summary = ", ".join(
+        f"{s} accuracy {m.get('accuracy', float('nan')):.3f}" for s, m in metrics.items()
+    )
     print(f"evaluate: {summary} -> {METRICS}")
 
 

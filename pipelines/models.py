@@ -59,7 +59,10 @@ class CNN(nn.Module):
             c = out
         self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(2), nn.Flatten())
         self.head = nn.Sequential(
-            nn.Linear(c * 4, hidden_size), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_size, n_classes)
+            nn.Linear(c * 4, hidden_size),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, n_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +90,9 @@ def build_model(model_cfg: dict, n_features: int, n_classes: int) -> Classifier:
     """The network a model config describes, for this many features and classes."""
     arch = model_cfg["arch"]
     if arch == "mlp":
-        net: nn.Module = MLP(n_features, n_classes, list(model_cfg["hidden_sizes"]), model_cfg["dropout"])
+        net: nn.Module = MLP(
+            n_features, n_classes, list(model_cfg["hidden_sizes"]), model_cfg["dropout"]
+        )
     elif arch == "cnn":
         net = CNN(
             n_features,

@@ -62,12 +62,16 @@ def loaders(params: dict, snapshot: Path) -> tuple[dict, DataLoader, DataLoader,
         num_workers=workers,
     )
     val_dl = DataLoader(
-        TensorDataset(torch.from_numpy(x_va), torch.from_numpy(y_va)), batch_size=4096, num_workers=workers
+        TensorDataset(torch.from_numpy(x_va), torch.from_numpy(y_va)),
+        batch_size=4096,
+        num_workers=workers,
     )
     return schema, train_dl, val_dl, torch.from_numpy(x_tr)
 
 
-def train(params: dict, snapshot: Path = SNAPSHOT_DIR, out_dir: Path = CANDIDATE_DIR) -> dict | None:
+def train(
+    params: dict, snapshot: Path = SNAPSHOT_DIR, out_dir: Path = CANDIDATE_DIR
+) -> dict | None:
     """Train and save the candidate; return its model card (None on non-zero DDP ranks)."""
     L.seed_everything(params["seed"], workers=True, verbose=False)
     schema, train_dl, val_dl, x_train = loaders(params, snapshot)

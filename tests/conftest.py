@@ -38,7 +38,9 @@ def run(cmd: list[str], cwd: Path, check: bool = True, extra_env: dict | None = 
         cmd, cwd=cwd, env={**env(), **(extra_env or {})}, capture_output=True, text=True
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -58,7 +60,9 @@ def make_project(dest: Path, max_epochs: int = 3) -> Path:
     trainer = dest / "conf/trainer/default.yaml"
     trainer.write_text(
         "\n".join(
-            f"max_epochs: {max_epochs} # lowered by the tests" if line.startswith("max_epochs:") else line
+            f"max_epochs: {max_epochs} # lowered by the tests"
+            if line.startswith("max_epochs:")
+            else line
             for line in trainer.read_text().splitlines()
         )
         + "\n"

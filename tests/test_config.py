@@ -53,7 +53,9 @@ def test_every_option_of_every_group_composes_and_instantiates(group):
         if group == "model" and option == "cnn":
             overrides.append("dataset=digits")  # a CNN needs image-shaped features
         cfg = compose(overrides, conf_dir=CONF)
-        assert cfg[group]["name"] == option, f"conf/{group}/{option}.yaml: name must equal the file name"
+        assert cfg[group]["name"] == option, (
+            f"conf/{group}/{option}.yaml: name must equal the file name"
+        )
         instantiate(cfg)
 
 
@@ -72,7 +74,9 @@ def test_every_option_is_commented():
         for i, line in enumerate(lines):
             if re.match(r"^\s*[A-Za-z_]\w*:", line) and not line.startswith("defaults:"):
                 above = lines[i - 1].strip() if i else ""
-                assert "#" in line or above.startswith("#"), f"{path}:{i + 1}: '{line.strip()}' has no comment"
+                assert "#" in line or above.startswith("#"), (
+                    f"{path}:{i + 1}: '{line.strip()}' has no comment"
+                )
 
 
 def test_params_yaml_is_the_canonical_composition_of_conf():
@@ -157,9 +161,16 @@ def test_non_positive_learning_rate(conf_copy, value):
 
 
 def test_overlapping_split_dates(conf_copy):
-    edit(conf_copy, "dataset/seattle_weather.yaml", 'val: { start: "2013-07-01"', 'val: { start: "2013-06-01"')
+    edit(
+        conf_copy,
+        "dataset/seattle_weather.yaml",
+        'val: { start: "2013-07-01"',
+        'val: { start: "2013-06-01"',
+    )
     msg = one_line_error(conf_copy)
-    assert "dataset/seattle_weather.yaml" in msg and "dataset.split.val" in msg and "overlaps" in msg
+    assert (
+        "dataset/seattle_weather.yaml" in msg and "dataset.split.val" in msg and "overlaps" in msg
+    )
 
 
 def test_split_ending_before_it_starts(conf_copy):
@@ -192,7 +203,7 @@ def test_edited_params_yaml_is_revalidated(tmp_path):
     cfg = compose([], conf_dir=CONF)
     cfg["model"]["lr"] = -1.0
     (tmp_path / "params.yaml").write_text(dump(cfg))
-    with pytest.raises(ConfigError, match="model.lr"):
+    with pytest.raises(ConfigError, match=r"model\.lr"):
         load_params(tmp_path / "params.yaml")
 
 
@@ -200,9 +211,15 @@ def test_compose_cli_fails_before_any_work_with_one_line(tmp_path):
     """The compose stage is first in dvc.yaml: a bad config stops the loop there."""
     shutil.copytree(CONF, tmp_path / "conf")
     (tmp_path / "params.yaml").write_text("untouched\n")
-    proc = run(["python", "-m", "pipelines.compose", "model.lr=-1"], tmp_path, check=False,
-               extra_env={"PYTHONPATH": str(ROOT)})
+    proc = run(
+        ["python", "-m", "pipelines.compose", "model.lr=-1"],
+        tmp_path,
+        check=False,
+        extra_env={"PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "model.lr" in proc.stderr and "conf/model/mlp.yaml" in proc.stderr
-    assert (tmp_path / "params.yaml").read_text() == "untouched\n", "a failed compose must not touch params.yaml"
+    assert (tmp_path / "params.yaml").read_text() == "untouched\n", (
+        "a failed compose must not touch params.yaml"
+    )

@@ -24,9 +24,17 @@ def test_seattle_snapshot_respects_declared_time_splits(tmp_path, tiny_params):
         assert part["date"].is_monotonic_increasing
         total += len(part)
     assert total == 1461  # every day of 2012-2015 lands in exactly one split
-    assert read_schema(tmp_path / "snap")["features"] == ["precipitation", "temp_max", "temp_min", "wind"]
+    assert read_schema(tmp_path / "snap")["features"] == [
+        "precipitation",
+        "temp_max",
+        "temp_min",
+        "wind",
+    ]
     # The real label shift the later stages must detect: "rain" almost vanishes in production.
-    train, prod = read_split("train", tmp_path / "snap"), read_split("production", tmp_path / "snap")
+    train, prod = (
+        read_split("train", tmp_path / "snap"),
+        read_split("production", tmp_path / "snap"),
+    )
     assert (train.weather == "rain").mean() > 0.2 > 0.02 > (prod.weather == "rain").mean()
 
 
@@ -48,8 +56,15 @@ def test_random_split_is_stratified_and_seeded(tmp_path):
 
 
 def test_synthetic_is_sized_in_yaml(tmp_path):
-    params = compose(["dataset=synthetic", "dataset.synthetic.n_samples=1000",
-                      "dataset.synthetic.n_features=7", "dataset.synthetic.n_informative=5"], conf_dir=ROOT / "conf")
+    params = compose(
+        [
+            "dataset=synthetic",
+            "dataset.synthetic.n_samples=1000",
+            "dataset.synthetic.n_features=7",
+            "dataset.synthetic.n_informative=5",
+        ],
+        conf_dir=ROOT / "conf",
+    )
     record = collect(params, out_dir=tmp_path / "snap", data_dir=tmp_path)
     assert sum(s["rows"] for s in record["splits"].values()) == 1000
     assert len(record["features"]) == 7

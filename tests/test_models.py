@@ -19,7 +19,12 @@ def test_save_and_load_round_trip_without_pickle(tmp_path):
     cfg = compose(["trainer=cpu"], conf_dir=ROOT / "conf")
     model = build_model(cfg["model"], 4, 5)
     model.set_standardisation(torch.randn(50, 4) * 3 + 1)
-    config = {"model": cfg["model"], "features": list("abcd"), "classes": list("vwxyz"), "target": "t"}
+    config = {
+        "model": cfg["model"],
+        "features": list("abcd"),
+        "classes": list("vwxyz"),
+        "target": "t",
+    }
     digest = save_model(model, config, tmp_path)
     # The weights file is plain safetensors: tensors and a JSON header, nothing executable.
     with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
@@ -38,7 +43,9 @@ def test_cnn_rejects_features_that_do_not_fit_its_input_shape():
         build_model(cfg["model"], 4, 5)
 
 
-@pytest.mark.parametrize("overrides", [["dataset=digits", "model=cnn"], ["dataset=digits", "model=mlp"]])
+@pytest.mark.parametrize(
+    "overrides", [["dataset=digits", "model=cnn"], ["dataset=digits", "model=mlp"]]
+)
 def test_train_writes_weights_and_card(tmp_path, monkeypatch, overrides):
     monkeypatch.chdir(tmp_path)
     params = compose([*overrides, "trainer=cpu", "trainer.max_epochs=3"], conf_dir=ROOT / "conf")
@@ -46,6 +53,8 @@ def test_train_writes_weights_and_card(tmp_path, monkeypatch, overrides):
     card = train(params, snapshot=tmp_path / "snap", out_dir=tmp_path / "model")
     for key in ("model", "data_hash", "final", "training_seconds", "parameters", "weights_sha256"):
         assert key in card
-    assert card["parameters"] == sum(p.numel() for p in load_model(tmp_path / "model")[0].parameters())
+    assert card["parameters"] == sum(
+        p.numel() for p in load_model(tmp_path / "model")[0].parameters()
+    )
     assert card["final"]["val_acc"] > 0.5  # digits are easy: three epochs learn something real
     assert (tmp_path / "model" / "card.md").read_text().startswith("# Model card")

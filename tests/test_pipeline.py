@@ -94,7 +94,20 @@ def test_exp_run_override_trains_with_the_new_value_and_is_listed(project):
     run(["dvc", "repro"], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "baseline", "--allow-empty"], project)
-    run(["dvc", "exp", "run", "-n", "lr-bump", "-S", "model.lr=0.02", "-S", "model.hidden_sizes=[32]"], project)
+    run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-n",
+            "lr-bump",
+            "-S",
+            "model.lr=0.02",
+            "-S",
+            "model.hidden_sizes=[32]",
+        ],
+        project,
+    )
     # The override reached training: the workspace now holds the experiment's results.
     card = json.loads((project / "models/candidate/card.json").read_text())
     assert card["model"]["lr"] == 0.02 and card["model"]["hidden_sizes"] == [32]

@@ -1,0 +1,87 @@
+"""The repository itself: lint-clean code, hardened workflows, and the files the contract names."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run
+
+BIN = Path(sys.executable).parent
+WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    assert path, f"{name} is not installed: run `make install`"
+    return path
+
+
+def test_contract_files_exist():
+    for rel in [
+        "conf/config.yaml", "dvc.yaml", "data.dvc", "params.yaml", "Makefile", "README.md",
+        ".ci/run", ".pre-commit-config.yaml", ".github/workflows/ci.yml", "pyproject.toml",
+    ]:
+        assert (ROOT / rel).is_file(), rel
+    for group in ("dataset", "model", "trainer", "metrics", "experiment"):
+        assert list((ROOT / "conf" / group).glob("*.yaml")), group
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in stages:
+        assert (ROOT / "pipelines" / f"{stage}.py").is_file(), f"stage {stage} has no module"
+        assert stages[stage]["cmd"] == f"python -m pipelines.{stage}"
+
+
+def test_make_targets_and_ci_entry_point():
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("repro", "test", "bench", "help"):
+        assert re.search(rf"^{target}:.*## ", makefile, re.M), f"make {target} missing or undocumented"
+    assert "make test" in (ROOT / ".ci/run").read_text()
+    assert "make repro" in (ROOT / "README.md").read_text()
+
+
+def test_stages_declare_only_keys_that_exist():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        for key in stage.get("params", []):
+            node = params
+            for part in key.split("."):
+                assert part in node, f"stage {name} reads params key {key!r} that params.yaml lacks"
+                node = node[part]
+
+
+def test_ruff_is_clean():
+    proc = subprocess.run([tool("ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_matches_github_schema(workflow):
+    run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow)], ROOT)
+
+
+def test_zizmor_finds_nothing_medium_or_worse():
+    proc = run(
+        [tool("zizmor"), "--offline", "--min-severity", "medium", *map(str, WORKFLOWS)], ROOT, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_hardening(workflow):
+    text = workflow.read_text()
+    doc = yaml.safe_load(text)
+    assert "permissions" in doc, "least-privilege permissions must be explicit"
+    assert "pull_request_target" not in text
+    assert "concurrency" in doc
+    for job in doc["jobs"].values():
+        assert "timeout-minutes" in job
+        for step in job.get("steps", []):
+            if "uses" in step and not step["uses"].startswith("./"):
+                assert re.search(r"@[0-9a-f]{40}$", step["uses"]), f"{step['uses']} is not pinned to a commit"
