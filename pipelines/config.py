@@ -20,7 +20,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from pipelines.paths import CONF_DIR, PARAMS
 
-GROUPS = ("dataset", "model", "trainer", "metrics")
+GROUPS = ("dataset", "model", "trainer", "metrics", "slices", "drift", "gates", "serve")
 SOURCES = ("seattle_weather", "digits", "synthetic")
 ARCHS = ("mlp", "cnn")
 SPLITS = ("train", "val", "production")
@@ -73,6 +73,7 @@ class DatasetConfig:
     classes: list[str] | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
     synthetic: SyntheticConfig | None = None
+    personal: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,10 +123,101 @@ class MetricsConfig:
     splits: list[str] = field(default_factory=lambda: ["val", "production"])
     ece_bins: int = 15
     calibration_bins: int = 10
+    compare: list[str] = field(default_factory=lambda: ["accuracy", "macro_f1"])
+    confidence_level: float = 0.95
+    n_resamples: int = 1000
+    bootstrap_seed: int = 0
+
+
+@dataclass
+class SliceSpec:
+    name: str = MISSING
+    by: str = MISSING
+    column: str | None = None
+    bins: list[float] | None = None
+
+
+@dataclass
+class SlicesConfig:
+    name: str = MISSING
+    slices: list[SliceSpec] = field(default_factory=list)
+
+
+@dataclass
+class DriftConfig:
+    name: str = MISSING
+    row_cap: int = 50_000
+    seed: int = 0
+    columns: list[str] | None = None
+    include_target: bool = True
+    include_prediction: bool = True
+    drift_share: float = 0.5
+
+
+@dataclass
+class ChampionCheck:
+    metric: str = MISSING
+    mode: str = "non_inferiority"
+    margin: float = 0.0
+
+
+@dataclass
+class SliceRegression:
+    metric: str = "accuracy"
+    max_drop: float = 0.05
+
+
+@dataclass
+class DriftGate:
+    max_drifted_share: float | None = None
+    columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GatesConfig:
+    name: str = MISSING
+    split: str = "production"
+    min_samples: int = 100
+    min_slice_samples: int = 30
+    floors: dict[str, float] = field(default_factory=dict)
+    vs_champion: list[ChampionCheck] = field(default_factory=list)
+    slice_regression: SliceRegression | None = None
+    beat_baseline: str | None = "accuracy"
+    drift: DriftGate = field(default_factory=DriftGate)
+    max_data_age_days: int | None = None
+    as_of: str | None = None
+    first_model: str = "floors_only"
+
+
+@dataclass
+class PrivacyConfig:
+    key_env: str = "CLOSEDLOOP_HASH_KEY"
+
+
+@dataclass
+class ServeConfig:
+    name: str = MISSING
+    host: str = "127.0.0.1"
+    port: int = 8000
+    store_url: str = "sqlite:///feedback.db"
+    batch_size: int = 256
+    flush_interval_ms: int = 50
+    max_body_bytes: int = 65_536
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig}
-GROUP_SCHEMAS = {"dataset": DatasetConfig, "trainer": TrainerConfig, "metrics": MetricsConfig}
+GROUP_SCHEMAS = {
+    "dataset": DatasetConfig,
+    "trainer": TrainerConfig,
+    "metrics": MetricsConfig,
+    "slices": SlicesConfig,
+    "drift": DriftConfig,
+    "gates": GatesConfig,
+    "serve": ServeConfig,
+}
+COMPARABLE = ("accuracy", "macro_f1")
+SLICE_KINDS = ("month", "season", "class", "range", "column")
 
 
 # ----------------------------------------------------------------------- composition
@@ -261,6 +353,9 @@ def _check_dataset(d: DatasetConfig) -> list[tuple[str, str]]:
         return [("classes", "duplicate class names")]
     if d.features is not None and len(set(d.features)) != len(d.features):
         return [("features", "duplicate feature names")]
+    for column, how in d.personal.items():
+        if how not in ("hash", "drop"):
+            return [(f"personal.{column}", f"must be hash or drop, got {how!r}")]
     if d.source == "synthetic" and d.synthetic is None:
         return [("synthetic", "source=synthetic needs a 'synthetic' block")]
     if d.synthetic is not None:
@@ -343,6 +438,72 @@ def _check_metrics(m: MetricsConfig) -> list[tuple[str, str]]:
         return [("splits", f"unknown split(s) {bad} (choose from: {', '.join(SPLITS)})")]
     if m.ece_bins < 2 or m.calibration_bins < 2:
         return [("ece_bins", "ece_bins and calibration_bins must be >= 2")]
+    bad = [c for c in m.compare if c not in COMPARABLE]
+    if bad:
+        return [("compare", f"unknown metric(s) {bad} (choose from: {', '.join(COMPARABLE)})")]
+    if not 0.5 < m.confidence_level < 1:
+        return [("confidence_level", f"must be in (0.5, 1), got {m.confidence_level}")]
+    if m.n_resamples < 100:
+        return [("n_resamples", f"must be >= 100, got {m.n_resamples}")]
+    return []
+
+
+def _check_slices(s: SlicesConfig) -> list[tuple[str, str]]:
+    names = [x.name for x in s.slices]
+    if len(set(names)) != len(names):
+        return [("slices", f"duplicate slice names in {names}")]
+    for i, x in enumerate(s.slices):
+        if x.by not in SLICE_KINDS:
+            return [(f"slices[{i}].by", f"unknown kind {x.by!r} (choose from: {', '.join(SLICE_KINDS)})")]
+        if x.by in ("range", "column") and not x.column:
+            return [(f"slices[{i}].column", f"by={x.by} needs a column")]
+        if x.by == "range" and (not x.bins or len(x.bins) < 2 or sorted(x.bins) != list(x.bins)):
+            return [(f"slices[{i}].bins", "by=range needs at least two increasing bin edges")]
+    return []
+
+
+def _check_drift(d: DriftConfig) -> list[tuple[str, str]]:
+    if d.row_cap < 100:
+        return [("row_cap", f"must be >= 100, got {d.row_cap}")]
+    if not 0 < d.drift_share <= 1:
+        return [("drift_share", f"must be in (0, 1], got {d.drift_share}")]
+    return []
+
+
+def _check_gates(g: GatesConfig) -> list[tuple[str, str]]:
+    if g.split not in SPLITS:
+        return [("split", f"unknown split {g.split!r} (choose from: {', '.join(SPLITS)})")]
+    if g.min_samples < 1 or g.min_slice_samples < 1:
+        return [("min_samples", "min_samples and min_slice_samples must be >= 1")]
+    for metric in g.floors:
+        if metric not in (*COMPARABLE, "ece"):
+            return [(f"floors.{metric}", f"unknown metric (choose from: {', '.join(COMPARABLE)}, ece)")]
+    for i, c in enumerate(g.vs_champion):
+        if c.metric not in COMPARABLE:
+            return [(f"vs_champion[{i}].metric", f"unknown metric {c.metric!r} (choose from: {', '.join(COMPARABLE)})")]
+        if c.mode not in ("superiority", "non_inferiority"):
+            return [(f"vs_champion[{i}].mode", f"must be superiority or non_inferiority, got {c.mode!r}")]
+        if c.margin < 0:
+            return [(f"vs_champion[{i}].margin", f"must be >= 0, got {c.margin}")]
+    if g.slice_regression is not None and g.slice_regression.metric not in COMPARABLE:
+        return [("slice_regression.metric", f"unknown metric {g.slice_regression.metric!r}")]
+    if g.beat_baseline is not None and g.beat_baseline not in COMPARABLE:
+        return [("beat_baseline", f"unknown metric {g.beat_baseline!r} (or null to disable)")]
+    share = g.drift.max_drifted_share
+    if share is not None and not 0 <= share <= 1:
+        return [("drift.max_drifted_share", f"must be in [0, 1], got {share}")]
+    if g.as_of is not None and _date(g.as_of) is None:
+        return [("as_of", f"{g.as_of!r} is not a YYYY-MM-DD date")]
+    if g.first_model not in ("floors_only", "fail"):
+        return [("first_model", f"must be floors_only or fail, got {g.first_model!r}")]
+    return []
+
+
+def _check_serve(s: ServeConfig) -> list[tuple[str, str]]:
+    if not 0 < s.port < 65536:
+        return [("port", f"must be a TCP port, got {s.port}")]
+    if s.batch_size < 1 or s.flush_interval_ms < 1 or s.max_body_bytes < 256:
+        return [("batch_size", "batch_size and flush_interval_ms must be >= 1, max_body_bytes >= 256")]
     return []
 
 
@@ -351,6 +512,10 @@ CHECKS = {
     "model": _check_model,
     "trainer": _check_trainer,
     "metrics": _check_metrics,
+    "slices": _check_slices,
+    "drift": _check_drift,
+    "gates": _check_gates,
+    "serve": _check_serve,
 }
 
 
