@@ -59,12 +59,20 @@ def collect(params: dict, out_dir: Path = SNAPSHOT_DIR, data_dir: Path = DATA_DI
         for name, part in splits.items():
             part = part[keep]
             part.to_parquet(tmp / f"{name}.parquet", index=False)
-            record["splits"][name] = {"rows": len(part), "hash": frame_hash(part)}
+            record["splits"][name] = {"rows": len(part), "hash": frame_hash(part), **time_range(part, ds)}
         record["data_hash"] = frame_hash_of_hashes(record["splits"])
         write_json(tmp / SCHEMA.name, record)
     for name, s in record["splits"].items():
         log.info("collect: %s %d rows", name, s["rows"])
     return record
+
+
+def time_range(part, ds: dict) -> dict:
+    """First and last timestamp of a split (ISO dates), for staleness and lineage."""
+    if not ds["time_column"] or part.empty:
+        return {"time_min": None, "time_max": None}
+    t = part[ds["time_column"]]
+    return {"time_min": t.min().date().isoformat(), "time_max": t.max().date().isoformat()}
 
 
 def frame_hash_of_hashes(splits: dict) -> str:

@@ -1,9 +1,11 @@
-"""Stage `evaluate`: score the candidate with torchmetrics on the frozen eval set and the
-production window.
+"""Stage `evaluate`: score the candidate, and the champion on the same inputs, on the frozen
+eval set and the production window.
 
-Reads params `metrics`, the snapshot and models/candidate/. Writes reports/metrics.json
-(what `dvc metrics diff` compares) and reports/eval/: per-example predictions, a confusion
-matrix and a calibration curve per split (what `dvc plots diff` draws).
+Reads params `metrics` and `slices`, the snapshot, models/candidate/ and models/champion/.
+Writes reports/metrics.json (the candidate's torchmetrics scores: what `dvc metrics diff`
+compares), reports/comparison.json (champion vs candidate overall and per slice, with paired
+bootstrap CIs and McNemar tests) and reports/eval/: per-example predictions with the
+champion's and the slice labels, a confusion matrix and a calibration curve per split.
 """
 
 from __future__ import annotations
@@ -23,10 +25,18 @@ from torchmetrics.classification import (
 )
 
 from pipelines.config import load_params
-from pipelines.data import read_split, tensors
-from pipelines.io import atomic_dir, csv_text, run_stage, write_json, write_text
+from pipelines.data import DataError, read_schema, read_split, tensors
+from pipelines.io import atomic_dir, csv_text, read_json, run_stage, write_json, write_text
 from pipelines.models import load_model, predict_proba
-from pipelines.paths import CANDIDATE_DIR, EVAL_DIR, METRICS, SNAPSHOT_DIR
+from pipelines.paths import (
+    CANDIDATE_DIR,
+    CHAMPION_ENTRY,
+    COMPARISON,
+    EVAL_DIR,
+    METRICS,
+    SNAPSHOT_DIR,
+)
+from pipelines.slices import slice_columns
 
 DIGITS = 6  # metrics are rounded so reports read well; CPU runs are bit-identical anyway
 
@@ -89,16 +99,49 @@ def predictions_frame(df: pd.DataFrame, probs: torch.Tensor, config: dict) -> pd
     return out
 
 
-def evaluate(params: dict, snapshot: Path = SNAPSHOT_DIR, model_dir: Path = CANDIDATE_DIR) -> dict:
-    """Score the model in ``model_dir`` on every split ``metrics.splits`` names."""
+def load_champion(entry_path: Path = CHAMPION_ENTRY):
+    """The resolved champion (model, config, entry), or None before the first promotion."""
+    if not Path(entry_path).exists():
+        return None
+    entry = read_json(entry_path)
+    if not entry.get("present"):
+        return None
+    model, config = load_model(Path(entry_path).parent)
+    return model, config, entry
+
+
+def champion_predictions(champion, df: pd.DataFrame) -> list[str]:
+    """The champion's predicted class for every row, on the columns it was trained on."""
+    model, config, entry = champion
+    missing = [f for f in config["features"] if f not in df.columns]
+    if missing:
+        raise DataError(
+            f"champion {entry.get('version')}: feature(s) {missing} are not in the snapshot; "
+            "it cannot be compared on the same inputs"
+        )
+    x = df[config["features"]].to_numpy(dtype=np.float32)
+    probs = predict_proba(model, x).numpy()
+    return [config["classes"][i] for i in probs.argmax(1)]
+
+
+def evaluate(
+    params: dict,
+    snapshot: Path = SNAPSHOT_DIR,
+    model_dir: Path = CANDIDATE_DIR,
+    champion_entry: Path = CHAMPION_ENTRY,
+) -> dict:
+    """Score the candidate, and the champion on the same rows, on every split ``metrics.splits``
+    names: overall, per slice, with paired statistics on the difference."""
+    from pipelines.stats import compare_split
+
     mcfg = params["metrics"]
     model, config = load_model(model_dir)
-    schema = {
-        "features": config["features"],
-        "classes": config["classes"],
-        "target": config["target"],
-    }
+    champion = load_champion(champion_entry)
+    schema = {**read_schema(snapshot), "features": config["features"], "classes": config["classes"]}
+    train = read_split("train", snapshot)[schema["target"]].astype(str)
+    baseline_class = str(train.value_counts().sort_index().idxmax())
     metrics: dict = {}
+    comparison: dict = {}
     with atomic_dir(EVAL_DIR) as tmp:
         for split in mcfg["splits"]:
             df = read_split(split, snapshot)
@@ -111,14 +154,28 @@ def evaluate(params: dict, snapshot: Path = SNAPSHOT_DIR, model_dir: Path = CAND
                 {"classes": config["classes"], "matrix": scored.pop("confusion_matrix")},
             )
             metrics[split] = scored
-            predictions_frame(df, probs, config).to_csv(
-                tmp / f"{split}.csv", index=False, lineterminator="\n"
+            frame = predictions_frame(df, probs, config)
+            if champion is not None:
+                frame["champion_predicted"] = champion_predictions(champion, df)
+            slices = slice_columns(df, params["slices"], schema)
+            frame = pd.concat([frame, slices.reset_index(drop=True)], axis=1)
+            frame.to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")
+            comparison[split] = compare_split(
+                frame, config["classes"], list(slices.columns), mcfg, baseline_class
             )
             calibration = calibration_rows(probs, target, mcfg["calibration_bins"])
             write_text(
                 tmp / f"calibration_{split}.csv",
                 csv_text(calibration, ["confidence", "accuracy", "count"]),
             )
+    comparison = {
+        "champion": None
+        if champion is None
+        else {k: champion[2].get(k) for k in ("version", "model_hash", "commit")},
+        "baseline_class": baseline_class,
+        "splits": comparison,
+    }
+    write_json(COMPARISON, comparison)
     write_json(METRICS, metrics)
     return metrics
 

@@ -23,3 +23,13 @@ REPORTS = Path("reports")
 TRAIN_HISTORY = REPORTS / "train" / "history.csv"
 METRICS = REPORTS / "metrics.json"
 EVAL_DIR = REPORTS / "eval"
+COMPARISON = REPORTS / "comparison.json"  # evaluate: champion vs candidate, overall and per slice
+DRIFT_JSON = REPORTS / "drift.json"
+DRIFT_HTML = REPORTS / "drift.html"
+GATE = REPORTS / "gate.json"
+BENCHMARK_MD = REPORTS / "benchmark.md"  # the PR comment body
+BENCHMARK_HTML = REPORTS / "benchmark.html"
+
+REGISTRY = Path("models/registry.yaml")  # which version is production, with history
+CHAMPION_DIR = Path("models/champion")  # champion stage: the production model, resolved
+CHAMPION_ENTRY = CHAMPION_DIR / "entry.json"
