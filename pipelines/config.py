@@ -64,6 +64,12 @@ class SyntheticConfig:
 
 
 @dataclass
+class FeedbackConfig:
+    enabled: bool = True
+    eval_days: int = 90
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING
     source: str = MISSING
@@ -74,6 +80,7 @@ class DatasetConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     synthetic: SyntheticConfig | None = None
     personal: dict[str, str] = field(default_factory=dict)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
 
 
 @dataclass
@@ -353,6 +360,8 @@ def _check_dataset(d: DatasetConfig) -> list[tuple[str, str]]:
         return [("classes", "duplicate class names")]
     if d.features is not None and len(set(d.features)) != len(d.features):
         return [("features", "duplicate feature names")]
+    if d.feedback.eval_days < 1:
+        return [("feedback.eval_days", f"must be >= 1, got {d.feedback.eval_days}")]
     for column, how in d.personal.items():
         if how not in ("hash", "drop"):
             return [(f"personal.{column}", f"must be hash or drop, got {how!r}")]
@@ -454,7 +463,12 @@ def _check_slices(s: SlicesConfig) -> list[tuple[str, str]]:
         return [("slices", f"duplicate slice names in {names}")]
     for i, x in enumerate(s.slices):
         if x.by not in SLICE_KINDS:
-            return [(f"slices[{i}].by", f"unknown kind {x.by!r} (choose from: {', '.join(SLICE_KINDS)})")]
+            return [
+                (
+                    f"slices[{i}].by",
+                    f"unknown kind {x.by!r} (choose from: {', '.join(SLICE_KINDS)})",
+                )
+            ]
         if x.by in ("range", "column") and not x.column:
             return [(f"slices[{i}].column", f"by={x.by} needs a column")]
         if x.by == "range" and (not x.bins or len(x.bins) < 2 or sorted(x.bins) != list(x.bins)):
@@ -477,12 +491,24 @@ def _check_gates(g: GatesConfig) -> list[tuple[str, str]]:
         return [("min_samples", "min_samples and min_slice_samples must be >= 1")]
     for metric in g.floors:
         if metric not in (*COMPARABLE, "ece"):
-            return [(f"floors.{metric}", f"unknown metric (choose from: {', '.join(COMPARABLE)}, ece)")]
+            return [
+                (f"floors.{metric}", f"unknown metric (choose from: {', '.join(COMPARABLE)}, ece)")
+            ]
     for i, c in enumerate(g.vs_champion):
         if c.metric not in COMPARABLE:
-            return [(f"vs_champion[{i}].metric", f"unknown metric {c.metric!r} (choose from: {', '.join(COMPARABLE)})")]
+            return [
+                (
+                    f"vs_champion[{i}].metric",
+                    f"unknown metric {c.metric!r} (choose from: {', '.join(COMPARABLE)})",
+                )
+            ]
         if c.mode not in ("superiority", "non_inferiority"):
-            return [(f"vs_champion[{i}].mode", f"must be superiority or non_inferiority, got {c.mode!r}")]
+            return [
+                (
+                    f"vs_champion[{i}].mode",
+                    f"must be superiority or non_inferiority, got {c.mode!r}",
+                )
+            ]
         if c.margin < 0:
             return [(f"vs_champion[{i}].margin", f"must be >= 0, got {c.margin}")]
     if g.slice_regression is not None and g.slice_regression.metric not in COMPARABLE:
@@ -503,7 +529,9 @@ def _check_serve(s: ServeConfig) -> list[tuple[str, str]]:
     if not 0 < s.port < 65536:
         return [("port", f"must be a TCP port, got {s.port}")]
     if s.batch_size < 1 or s.flush_interval_ms < 1 or s.max_body_bytes < 256:
-        return [("batch_size", "batch_size and flush_interval_ms must be >= 1, max_body_bytes >= 256")]
+        return [
+            ("batch_size", "batch_size and flush_interval_ms must be >= 1, max_body_bytes >= 256")
+        ]
     return []
 
 

@@ -20,6 +20,7 @@ CARD_JSON = "card.json"
 CARD_MD = "card.md"
 
 REPORTS = Path("reports")
+QUARANTINE = REPORTS / "quarantine.parquet"  # collect: rejected feedback rows with reasons
 TRAIN_HISTORY = REPORTS / "train" / "history.csv"
 METRICS = REPORTS / "metrics.json"
 EVAL_DIR = REPORTS / "eval"
@@ -33,3 +34,5 @@ BENCHMARK_HTML = REPORTS / "benchmark.html"
 REGISTRY = Path("models/registry.yaml")  # which version is production, with history
 CHAMPION_DIR = Path("models/champion")  # champion stage: the production model, resolved
 CHAMPION_ENTRY = CHAMPION_DIR / "entry.json"
+ERRORS_TABLE = REPORTS / "errors.parquet"  # errors: one row per misprediction
+ERRORS_MD = REPORTS / "errors.md"

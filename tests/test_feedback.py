@@ -1,0 +1,152 @@
+"""collect with production feedback: joined, validated, deduplicated; bad rows quarantined
+with a reason, and counts in = kept + quarantined."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipelines.collect import collect
+from pipelines.config import compose
+from pipelines.data import read_schema, read_split
+from pipelines.paths import QUARANTINE
+from tests.conftest import ROOT
+
+FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]
+
+
+def export_like(data_dir, day: str, kind: str, rows: list[dict], seq: tuple[int, int]):
+    """Write a partition as `python -m pipelines.export` does."""
+    part = data_dir / "feedback" / f"date={day}"
+    part.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(part / f"part-{kind}-{seq[0]}-{seq[1]}.parquet", index=False)
+
+
+@pytest.fixture
+def production_log(tmp_path):
+    """Real 2014 Seattle days replayed as predictions, with true labels fed back for all."""
+    from vega_datasets import local_data
+
+    df = local_data.seattle_weather()
+    days = df[(df.date >= "2014-01-01") & (df.date <= "2014-12-31")].reset_index(drop=True)
+    ts = pd.Timestamp("2026-01-05T12:00:00Z")
+    preds = [
+        {
+            "request_id": f"r{i}",
+            "ts": ts + pd.Timedelta(seconds=i),
+            "model_version": "v1.0.0",
+            "event_time": row.date.date().isoformat(),
+            "prediction": "sun",
+            "probabilities": json.dumps({"sun": 1.0}),
+            "latency_ms": 1.0,
+            **{f"x_{f}": float(getattr(row, f)) for f in FEATURES},
+        }
+        for i, row in days.iterrows()
+    ]
+    labels = [
+        {
+            "request_id": f"r{i}",
+            "ts": ts + pd.Timedelta(hours=1, seconds=i),
+            "label": row.weather,
+            "action": "accept" if row.weather == "sun" else "correct",
+            "source": "simulator",
+        }
+        for i, row in days.iterrows()
+    ]
+    data = tmp_path / "data"
+    export_like(data, "2026-01-05", "predictions", preds, (1, len(preds)))
+    export_like(data, "2026-01-05", "feedback", labels, (1, len(labels)))
+    return data, days
+
+
+def run_collect(tmp_path, monkeypatch, data):
+    monkeypatch.chdir(tmp_path)
+    params = compose(["trainer=cpu"], conf_dir=ROOT / "conf")
+    record = collect(params, out_dir=tmp_path / "snap", data_dir=data)
+    return record, pd.read_parquet(tmp_path / QUARANTINE)
+
+
+def test_labelled_feedback_forms_the_production_window_and_joins_training(
+    tmp_path, monkeypatch, production_log
+):
+    data, days = production_log
+    record, quarantine = run_collect(tmp_path, monkeypatch, data)
+    fb = record["feedback"]
+    assert fb["predictions_in"] == fb["predictions_kept"] == len(days) == 365
+    assert fb["labelled_rows"] == 365 and fb["quarantined"] == len(quarantine) == 0
+    prod = read_split("production", tmp_path / "snap")
+    train = read_split("train", tmp_path / "snap")
+    # The newest 90 days are the fresh window; the rest of 2014 joins training.
+    assert fb["production_window"] == ["2014-10-03", "2014-12-31"] and len(prod) == 90
+    assert (prod.origin == "feedback:simulator").all()
+    assert (train.origin == "feedback:simulator").sum() == 365 - 90
+    assert set(prod.weather) <= {"fog", "rain", "sun", "drizzle", "snow"}
+    assert read_schema(tmp_path / "snap")["splits"]["production"]["time_min"] == "2014-10-03"
+
+
+def test_corrupt_rows_are_quarantined_with_reasons(tmp_path, monkeypatch, production_log):
+    data, _ = production_log
+    now = pd.Timestamp("2026-01-06T00:00:00Z")
+    good = {
+        "model_version": "v1.0.0",
+        "prediction": "sun",
+        "probabilities": "{}",
+        "latency_ms": 1.0,
+        "event_time": "2014-06-01",
+        **{f"x_{f}": 1.0 for f in FEATURES},
+    }
+    bad_preds = [
+        {**good, "request_id": "bad-inf", "ts": now, "x_temp_max": float("inf")},  # not finite
+        {**good, "request_id": "r5", "ts": now},  # duplicate of a real request id
+        {**good, "request_id": "future", "ts": pd.Timestamp("2099-01-01T00:00:00Z")},  # future
+        {**good, "request_id": "ok-extra", "ts": now},  # valid, its feedback is bad below
+    ]
+    export_like(data, "2026-01-06", "predictions", bad_preds, (400, 403))
+    wrong_type = [
+        {**good, "request_id": "bad-type", "ts": now, "x_wind": "windy"},
+        {**good, "request_id": "ok-typed", "ts": now, "x_wind": "3.5"},
+    ]
+    export_like(data, "2026-01-06", "predictions", wrong_type, (404, 405))
+    missing_col = [
+        {k: v for k, v in {**good, "request_id": "no-wind", "ts": now}.items() if k != "x_wind"}
+    ]
+    export_like(data, "2026-01-06", "predictions", missing_col, (406, 406))
+    bad_feedback = [
+        {
+            "request_id": "ok-extra",
+            "ts": now,
+            "label": "hail",
+            "action": "correct",
+            "source": "app",
+        },
+        {"request_id": "nobody", "ts": now, "label": "sun", "action": "correct", "source": "app"},
+    ]
+    export_like(data, "2026-01-06", "feedback", bad_feedback, (400, 401))
+
+    record, quarantine = run_collect(tmp_path, monkeypatch, data)
+    fb = record["feedback"]
+    written_preds, written_feedback = 365 + len(bad_preds) + 2 + 1, 365 + len(bad_feedback)
+    assert (
+        fb["predictions_in"]
+        == written_preds
+        == fb["predictions_kept"] + (quarantine.kind == "prediction").sum()
+    )
+    assert (
+        fb["feedback_in"]
+        == written_feedback
+        == fb["feedback_kept"] + (quarantine.kind == "feedback").sum()
+    )
+    reasons = dict(zip(quarantine.request_id, quarantine.reason, strict=True))
+    assert "x_wind" in reasons["bad-type"] and "windy" in reasons["bad-type"]
+    assert "ok-typed" not in reasons  # a numeric string in a string-typed file is still a number
+    assert "x_temp_max" in reasons["bad-inf"]
+    assert "duplicate request_id" in reasons["r5"]
+    assert "ts" in reasons["future"] and "2099" in reasons["future"]
+    assert "missing column" in reasons["no-wind"] and "x_wind" in reasons["no-wind"]
+    assert "label" in reasons["ok-extra"] and "hail" in reasons["ok-extra"]
+    assert "request_id" in reasons["nobody"]
+    # The valid rows all survive: every real 2014 day is still labelled and used.
+    assert fb["labelled_rows"] == 365
+    assert all(json.loads(r) for r in quarantine.record)  # the raw row is kept for inspection
