@@ -25,8 +25,16 @@ def tool(name: str) -> str:
 
 def test_contract_files_exist():
     for rel in [
-        "conf/config.yaml", "dvc.yaml", "data.dvc", "params.yaml", "Makefile", "README.md",
-        ".ci/run", ".pre-commit-config.yaml", ".github/workflows/ci.yml", "pyproject.toml",
+        "conf/config.yaml",
+        "dvc.yaml",
+        "data.dvc",
+        "params.yaml",
+        "Makefile",
+        "README.md",
+        ".ci/run",
+        ".pre-commit-config.yaml",
+        ".github/workflows/ci.yml",
+        "pyproject.toml",
     ]:
         assert (ROOT / rel).is_file(), rel
     for group in ("dataset", "model", "trainer", "metrics", "experiment"):
@@ -40,7 +48,9 @@ def test_contract_files_exist():
 def test_make_targets_and_ci_entry_point():
     makefile = (ROOT / "Makefile").read_text()
     for target in ("repro", "test", "bench", "help"):
-        assert re.search(rf"^{target}:.*## ", makefile, re.M), f"make {target} missing or undocumented"
+        assert re.search(rf"^{target}:.*## ", makefile, re.M), (
+            f"make {target} missing or undocumented"
+        )
     assert "make test" in (ROOT / ".ci/run").read_text()
     assert "make repro" in (ROOT / "README.md").read_text()
 
@@ -63,12 +73,17 @@ def test_ruff_is_clean():
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_matches_github_schema(workflow):
-    run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow)], ROOT)
+    run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow)],
+        ROOT,
+    )
 
 
 def test_zizmor_finds_nothing_medium_or_worse():
     proc = run(
-        [tool("zizmor"), "--offline", "--min-severity", "medium", *map(str, WORKFLOWS)], ROOT, check=False
+        [tool("zizmor"), "--offline", "--min-severity", "medium", *map(str, WORKFLOWS)],
+        ROOT,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -84,4 +99,6 @@ def test_workflow_hardening(workflow):
         assert "timeout-minutes" in job
         for step in job.get("steps", []):
             if "uses" in step and not step["uses"].startswith("./"):
-                assert re.search(r"@[0-9a-f]{40}$", step["uses"]), f"{step['uses']} is not pinned to a commit"
+                assert re.search(r"@[0-9a-f]{40}$", step["uses"]), (
+                    f"{step['uses']} is not pinned to a commit"
+                )
