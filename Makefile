@@ -17,10 +17,11 @@ STAMP := $(VENV)/.closedloop-installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: help install repro test test-fast bench lint data clean
+.PHONY: help install repro test test-fast bench lint data clean serve simulate export demo \
+	push-data promote rollback deploy-verify deploy-tag deploy-hook
 
 help: ## show this help
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +63,40 @@ bench: data ## run the benchmarks; each prints a ratio measured side by side
 
 lint: $(STAMP) ## ruff, workflow checks and the other pre-commit hooks on every file
 	$(BIN)/pre-commit run --all-files
+
+serve: data ## the reference prediction server on 127.0.0.1:8000 (conf/serve/)
+	$(PY) -m pipelines.serve
+
+simulate: $(STAMP) ## replay the production period through a running server, with feedback
+	$(PY) -m pipelines.simulate
+
+export: $(STAMP) ## move new feedback from the store into data/feedback/ and update data.dvc
+	$(PY) -m pipelines.export $(if $(CLOSEDLOOP_STORE_URL),--store-url "$(CLOSEDLOOP_STORE_URL)")
+
+demo: $(STAMP) ## the whole story offline, in a scratch clone under .demo/
+	$(PY) -m pipelines.demo
+
+push-data: $(STAMP) ## dvc push data and models, when a DVC remote is configured
+	@if [ -n "$$($(DVC) remote list)" ]; then $(DVC) push; \
+	else echo "no DVC remote configured (dvc remote add -d ...): nothing pushed"; fi
+
+CHANGE ?= local
+promote: data ## promote the candidate if reports/gate.json passes for its exact hash
+	$(DVC) checkout models/candidate reports/eval 2>/dev/null || $(DVC) pull models/candidate
+	$(PY) -m pipelines.promote --change "$(CHANGE)" --body-out reports/promotion.md
+
+TO ?=
+rollback: $(STAMP) ## restore the previous production entry (or TO=vX.Y.Z) in the registry
+	$(PY) -m pipelines.rollback $(if $(TO),--to "$(TO)") --change "$(CHANGE)" --body-out reports/rollback.md
+
+deploy-verify: $(STAMP) ## check the production entry: gate pass, weights match their hash
+	$(PY) -m pipelines.deploy verify
+
+deploy-tag: $(STAMP) ## tag the production entry in GTO's format and push the tags
+	$(PY) -m pipelines.deploy tag --push
+
+deploy-hook: $(STAMP) ## run deploy/hook.sh with the verified production model
+	$(PY) -m pipelines.deploy hook
 
 clean: ## remove generated outputs (the DVC cache keeps them: `dvc checkout` restores)
 	rm -rf artifacts models/candidate reports/eval reports/train
