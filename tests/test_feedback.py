@@ -78,12 +78,12 @@ def test_labelled_feedback_forms_the_production_window_and_joins_training(
     assert fb["labelled_rows"] == 365 and fb["quarantined"] == len(quarantine) == 0
     prod = read_split("production", tmp_path / "snap")
     train = read_split("train", tmp_path / "snap")
-    # The newest 90 days are the fresh window; the rest of 2014 joins training.
-    assert fb["production_window"] == ["2014-10-03", "2014-12-31"] and len(prod) == 90
+    # The newest 120 days are the fresh window; the rest of 2014 joins training.
+    assert fb["production_window"] == ["2014-09-03", "2014-12-31"] and len(prod) == 120
     assert (prod.origin == "feedback:simulator").all()
-    assert (train.origin == "feedback:simulator").sum() == 365 - 90
+    assert (train.origin == "feedback:simulator").sum() == 365 - 120
     assert set(prod.weather) <= {"fog", "rain", "sun", "drizzle", "snow"}
-    assert read_schema(tmp_path / "snap")["splits"]["production"]["time_min"] == "2014-10-03"
+    assert read_schema(tmp_path / "snap")["splits"]["production"]["time_min"] == "2014-09-03"
 
 
 def test_corrupt_rows_are_quarantined_with_reasons(tmp_path, monkeypatch, production_log):
