@@ -83,7 +83,7 @@ push-data: $(STAMP) ## dvc push data and models, when a DVC remote is configured
 CHANGE ?= local
 promote: data ## promote the candidate if reports/gate.json passes for its exact hash
 	$(DVC) checkout models/candidate reports/eval 2>/dev/null || $(DVC) pull models/candidate
-	$(PY) -m pipelines.promote --change "$(CHANGE)" --body-out reports/promotion.md
+	$(PY) -m pipelines.promote --if-new --change "$(CHANGE)" --body-out reports/promotion.md
 
 TO ?=
 rollback: $(STAMP) ## restore the previous production entry (or TO=vX.Y.Z) in the registry

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from pipelines.io import run_stage
 from pipelines.paths import REGISTRY
 from pipelines.registry import RegistryError, load_registry, production_entry, resolve_model
 
@@ -36,7 +37,9 @@ def verify(registry: Path = REGISTRY) -> dict:
     _, entry = _production(registry)
     verdict = (entry.get("gate") or {}).get("verdict")
     if verdict != "pass":
-        raise RegistryError(f"{registry}: {entry['version']} has gate verdict {verdict!r}, not 'pass'")
+        raise RegistryError(
+            f"{registry}: {entry['version']} has gate verdict {verdict!r}, not 'pass'"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         resolve_model(entry, Path(tmp) / "model")
     return entry
@@ -62,7 +65,13 @@ def tag(registry: Path = REGISTRY, push: bool = False) -> list[str]:
     existing = set(_git("tag", "--list").split())
     names = tag_names(reg, entry, existing)
     for name in names:
-        _git("tag", "-a", name, "-m", f"{entry['version']} ({entry['model_hash'][:12]}): {entry.get('change', '')}")
+        _git(
+            "tag",
+            "-a",
+            name,
+            "-m",
+            f"{entry['version']} ({entry['model_hash'][:12]}): {entry.get('change', '')}",
+        )
     if push and names:
         _git("push", "origin", *names)
     return names
@@ -83,7 +92,9 @@ def hook(registry: Path = REGISTRY) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.deploy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.deploy", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("command", choices=["verify", "tag", "hook"])
     parser.add_argument("--push", action="store_true", help="push the new tags to origin")
     parser.add_argument("--registry", type=Path, default=REGISTRY)
@@ -98,10 +109,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
-    try:
-        main()
-    except RegistryError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_stage(main)

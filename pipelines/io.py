@@ -25,6 +25,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o644)  # mkstemp's 0600 would hide outputs from other users of a model
     try:
         yield tmp_path
         with open(tmp_path, "rb") as f:
@@ -54,6 +55,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp.chmod(0o755)
     old = target.with_name(f".{target.name}.old")
     try:
         yield tmp
@@ -75,15 +77,16 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
 
 
 def run_stage(main: Callable[[], Any]) -> None:
-    """Run a stage's main: a bad config or bad data is one line on stderr and exit code 2."""
+    """Run a stage's main: bad config, data or registry is one line on stderr and exit code 2."""
     import sys
 
     from pipelines.config import ConfigError
     from pipelines.data import DataError
+    from pipelines.registry import RegistryError
 
     try:
         main()
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, RegistryError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

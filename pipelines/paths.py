@@ -34,5 +34,8 @@ BENCHMARK_HTML = REPORTS / "benchmark.html"
 REGISTRY = Path("models/registry.yaml")  # which version is production, with history
 CHAMPION_DIR = Path("models/champion")  # champion stage: the production model, resolved
 CHAMPION_ENTRY = CHAMPION_DIR / "entry.json"
+REFERENCE_DATA = (
+    "train.parquet"  # a model's training split: in the snapshot and beside the champion
+)
 ERRORS_TABLE = REPORTS / "errors.parquet"  # errors: one row per misprediction
 ERRORS_MD = REPORTS / "errors.md"
