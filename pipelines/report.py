@@ -63,6 +63,10 @@ def ci(low, high) -> str:
     return "n/a" if low is None or high is None else f"[{low:+.3f}, {high:+.3f}]"
 
 
+def sig(x) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
 def pval(p) -> str:
     return "n/a" if p is None else (f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}")
 
@@ -211,7 +215,7 @@ def drift_section(drift: dict | None, max_rows: int) -> Section:
             c,
             columns[c].get("kind", ""),
             columns[c].get("method", ""),
-            num(columns[c].get("score")),
+            sig(columns[c].get("score")),
             num(columns[c].get("threshold")),
             "**yes**" if columns[c].get("drifted") else "no",
         ]
