@@ -83,10 +83,11 @@ def run_stage(main: Callable[[], Any]) -> None:
     from pipelines.config import ConfigError
     from pipelines.data import DataError
     from pipelines.registry import RegistryError
+    from pipelines.store import StoreError
 
     try:
         main()
-    except (ConfigError, DataError, RegistryError) as e:
+    except (ConfigError, DataError, RegistryError, StoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -1,0 +1,221 @@
+"""Replay the production period through the prediction server, as live traffic would arrive.
+
+Each row of artifacts/snapshot/production.parquet becomes one POST /predict, with the row's
+date as event_time. For a seeded fraction of the answered predictions the true label comes
+back later as POST /feedback (action "accept" when the prediction was right, "correct" when
+it was wrong, source "simulator"). Bounded: at most --limit requests and --max-seconds.
+
+    python -m pipelines.simulate [--url http://127.0.0.1:8000] [--rate 200] [--limit N]
+        [--concurrency 16] [--feedback-coverage 0.5] [--feedback-delay 0.0]
+        [--start 2014-01-01 --end 2014-12-31] [--seed 0] [--max-seconds 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+from pipelines.data import DataError, read_schema, read_split
+from pipelines.io import run_stage
+from pipelines.paths import SNAPSHOT_DIR
+
+
+@dataclass
+class Replay:
+    """One request to send: the features, the event time and the true label."""
+
+    features: dict[str, float]
+    event_time: str | None
+    label: str
+
+
+@dataclass
+class Summary:
+    sent: int = 0
+    ok: int = 0
+    errors: int = 0
+    feedback_sent: int = 0
+    feedback_ok: int = 0
+    seconds: float = 0.0
+    acked: list[str] = field(default_factory=list)  # request ids answered 2xx
+    feedback_acked: list[str] = field(default_factory=list)  # ids whose feedback got 2xx
+    first_error: str | None = None
+
+    def line(self) -> str:
+        rate = self.sent / self.seconds if self.seconds else 0.0
+        text = (
+            f"simulate: {self.sent} predictions sent, {self.ok} ok, {self.errors} errors; "
+            f"feedback {self.feedback_sent} sent, {self.feedback_ok} ok; "
+            f"{self.seconds:.1f}s ({rate:.0f} req/s)"
+        )
+        return text + (f"; first error: {self.first_error}" if self.first_error else "")
+
+
+def production_rows(
+    snapshot: Path = SNAPSHOT_DIR, start: str | None = None, end: str | None = None
+) -> list[Replay]:
+    """The production split's rows between start and end (inclusive dates), in time order."""
+    schema = read_schema(snapshot)
+    df = read_split("production", snapshot)
+    time_column = schema.get("time_column")
+    if (start or end) and not time_column:
+        raise DataError(
+            f"dataset {schema['dataset']}: has no time column to filter by --start/--end"
+        )
+    if time_column:
+        t = pd.to_datetime(df[time_column])
+        mask = (t >= pd.Timestamp(start or t.min())) & (t <= pd.Timestamp(end or t.max()))
+        df = df.loc[mask].sort_values(time_column, kind="stable")
+    if df.empty:
+        raise DataError(f"production split: no rows between {start} and {end}")
+    features = schema["features"]
+    x = df[features].astype(float).to_dict("records")
+    labels = df[schema["target"]].astype(str).tolist()
+    times = (
+        pd.to_datetime(df[time_column]).dt.date.map(lambda d: d.isoformat()).tolist()
+        if time_column
+        else [None] * len(df)
+    )
+    return [Replay(f, e, y) for f, e, y in zip(x, times, labels, strict=True)]
+
+
+async def replay(
+    url: str,
+    rows: list[Replay],
+    limit: int | None = None,
+    concurrency: int = 16,
+    rate: float = 0.0,
+    feedback_coverage: float = 0.5,
+    feedback_delay: float = 0.0,
+    seed: int = 0,
+    max_seconds: float = 600.0,
+    max_errors: int = 100,
+    summary: Summary | None = None,
+) -> Summary:
+    """Send ``limit`` predictions (cycling through ``rows``) and feedback for a seeded sample.
+
+    ``rate`` caps requests per second (0: as fast as ``concurrency`` allows). Sending stops at
+    ``max_seconds`` or after ``max_errors`` failed requests. ``summary`` is filled as it goes,
+    so a caller in another thread can watch progress.
+    """
+    s = summary if summary is not None else Summary()
+    limit = len(rows) if limit is None else limit
+    rng = random.Random(seed)
+    wants_feedback = [rng.random() < feedback_coverage for _ in range(limit)]
+    source = itertools.islice(enumerate(itertools.cycle(rows)), limit)
+    start = time.monotonic()
+    deadline = start + max_seconds
+    later: list[asyncio.Task] = []
+
+    def note_error(what: str) -> None:
+        s.errors += 1
+        s.first_error = s.first_error or what
+
+    def stopped() -> bool:
+        return time.monotonic() > deadline or s.errors >= max_errors
+
+    async def send_feedback(client: httpx.AsyncClient, request_id: str, row: Replay, pred: str):
+        if feedback_delay:
+            await asyncio.sleep(feedback_delay)
+        if stopped():
+            return
+        action = "accept" if pred == row.label else "correct"
+        body = {"request_id": request_id, "label": row.label, "action": action}
+        s.feedback_sent += 1
+        try:
+            r = await client.post("/feedback", json={**body, "source": "simulator"})
+        except httpx.HTTPError as e:
+            return note_error(f"feedback: {type(e).__name__}: {e}")
+        if r.status_code // 100 == 2:
+            s.feedback_ok += 1
+            s.feedback_acked.append(request_id)
+        else:
+            note_error(f"feedback: HTTP {r.status_code} {r.text[:200]}")
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for i, row in source:
+            if stopped():
+                return
+            if rate > 0:
+                await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            s.sent += 1
+            body = {"features": row.features, "event_time": row.event_time}
+            try:
+                r = await client.post("/predict", json=body)
+            except httpx.HTTPError as e:
+                note_error(f"predict: {type(e).__name__}: {e}")
+                continue
+            if r.status_code // 100 != 2:
+                note_error(f"predict: HTTP {r.status_code} {r.text[:200]}")
+                continue
+            answer = r.json()
+            s.ok += 1
+            s.acked.append(answer["request_id"])
+            if wants_feedback[i]:
+                task = send_feedback(client, answer["request_id"], row, answer["prediction"])
+                if feedback_delay:
+                    later.append(asyncio.create_task(task))
+                else:
+                    await task
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    timeout = httpx.Timeout(30.0, pool=None)  # waiting for a free connection is the throttle
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        await asyncio.gather(*later)
+    s.seconds = time.monotonic() - start
+    return s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m pipelines.simulate", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--url", default="http://127.0.0.1:8000", help="the prediction server")
+    ap.add_argument("--rate", type=float, default=200.0, help="requests per second (0: no cap)")
+    ap.add_argument("--limit", type=int, help="predictions to send (default: each row once)")
+    ap.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
+    ap.add_argument("--feedback-coverage", type=float, default=0.5, help="share given feedback")
+    ap.add_argument("--feedback-delay", type=float, default=0.0, help="seconds before feedback")
+    ap.add_argument("--start", help="first event date to replay (YYYY-MM-DD)")
+    ap.add_argument("--end", help="last event date to replay (YYYY-MM-DD)")
+    ap.add_argument("--seed", type=int, default=0, help="seeds which predictions get feedback")
+    ap.add_argument("--max-seconds", type=float, default=600.0, help="stop sending after this")
+    ap.add_argument("--max-errors", type=int, default=100, help="stop after this many errors")
+    ap.add_argument("--snapshot", type=Path, default=SNAPSHOT_DIR, help="collect's snapshot dir")
+    args = ap.parse_args()
+    if args.concurrency < 1 or args.rate < 0 or not 0 <= args.feedback_coverage <= 1:
+        ap.error("need --concurrency >= 1, --rate >= 0 and --feedback-coverage in [0, 1]")
+    if args.limit is not None and args.limit < 0:
+        ap.error("--limit must be >= 0")
+    rows = production_rows(args.snapshot, args.start, args.end)
+    summary = asyncio.run(
+        replay(
+            args.url,
+            rows,
+            limit=args.limit,
+            concurrency=args.concurrency,
+            rate=args.rate,
+            feedback_coverage=args.feedback_coverage,
+            feedback_delay=args.feedback_delay,
+            seed=args.seed,
+            max_seconds=args.max_seconds,
+            max_errors=args.max_errors,
+        )
+    )
+    print(summary.line())
+    if summary.errors:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_stage(main)
