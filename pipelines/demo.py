@@ -18,17 +18,30 @@ import time
 import urllib.request
 from pathlib import Path
 
-NOISE = ("WARNING: Location", "💡", "GPU available", "TPU available", "LeafSpec", "HPU available",
-         "To track the changes", "To enable auto staging", "dvc config core.autostage",
-         "Use `dvc push`", "git add ")
+NOISE = (
+    "WARNING: Location",
+    "💡",
+    "GPU available",
+    "TPU available",
+    "LeafSpec",
+    "HPU available",
+    "To track the changes",
+    "To enable auto staging",
+    "dvc config core.autostage",
+    "Use `dvc push`",
+    "git add ",
+)
 
 
 class Demo:
     def __init__(self, root: Path, work: Path):
         self.root, self.work = root, work
         self.started = time.perf_counter()
-        self.env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                    "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONUNBUFFERED": "1",
+        }
         self.env.pop("DVC_EXP_NAME", None)
 
     def step(self, title: str) -> None:
@@ -36,8 +49,14 @@ class Demo:
 
     def run(self, *cmd: str, quiet: bool = False) -> str:
         """Run a command in the scratch repo, streaming its useful lines as progress."""
-        proc = subprocess.Popen(cmd, cwd=self.work, env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=self.work,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         lines = []
         for line in proc.stdout:  # type: ignore[union-attr]
             lines.append(line)
@@ -96,14 +115,35 @@ def main() -> None:
     d.step("3/8  Serve v1 (the reference server, logging every prediction to SQLite)")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "pipelines.serve", "--port", str(port)],
-                              cwd=work, env=d.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.serve", "--port", str(port)],
+        cwd=work,
+        env=d.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         print(f"    {url}/healthz -> {wait_healthy(url, server)}")
         d.step("4/8  Replay 2014's production traffic; users correct what they see, later")
-        d.run(sys.executable, "-m", "pipelines.simulate", "--url", url, "--start", "2014-01-01",
-              "--end", "2014-12-31", "--rate", "0", "--feedback-coverage", "0.9",
-              "--feedback-delay", "0.5", "--snapshot", "artifacts/snapshot")
+        d.run(
+            sys.executable,
+            "-m",
+            "pipelines.simulate",
+            "--url",
+            url,
+            "--start",
+            "2014-01-01",
+            "--end",
+            "2014-12-31",
+            "--rate",
+            "0",
+            "--feedback-coverage",
+            "0.9",
+            "--feedback-delay",
+            "0.5",
+            "--snapshot",
+            "artifacts/snapshot",
+        )
     finally:
         server.send_signal(signal.SIGTERM)  # graceful: the store flushes its last batch
         server.wait(timeout=30)
@@ -121,26 +161,53 @@ def main() -> None:
     d.git("commit", "-qm", "demo: retrain on feedback")
 
     d.step("7/8  Write the promotion PR body (only a passing gate for this exact model may)")
-    proc = subprocess.run([sys.executable, "-m", "pipelines.promote", "--change", "demo: promotion PR #2",
-                           "--body-out", "reports/promotion.md"], cwd=work, env=d.env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.promote",
+            "--change",
+            "demo: promotion PR #2",
+            "--body-out",
+            "reports/promotion.md",
+        ],
+        cwd=work,
+        env=d.env,
+        capture_output=True,
+        text=True,
+    )
     print(f"    {(proc.stdout or proc.stderr).strip()}")
     if proc.returncode == 0:
         d.git("commit", "-qam", "demo: promote v2")
 
     d.step("8/8  Roll back: restore the previous production entry, with history")
     if proc.returncode == 0:
-        d.run(sys.executable, "-m", "pipelines.rollback", "--change", "demo: rollback drill",
-              "--body-out", "reports/rollback.md")
+        d.run(
+            sys.executable,
+            "-m",
+            "pipelines.rollback",
+            "--change",
+            "demo: rollback drill",
+            "--body-out",
+            "reports/rollback.md",
+        )
     else:
         print("    (nothing was promoted, so there is nothing to roll back)")
-    print("\n".join(f"    │ {line}" for line in (work / "models/registry.yaml").read_text().splitlines()
-                    if line.startswith(("production:", "- action:", "  version:", "  previous:"))))
+    print(
+        "\n".join(
+            f"    │ {line}"
+            for line in (work / "models/registry.yaml").read_text().splitlines()
+            if line.startswith(("production:", "- action:", "  version:", "  previous:"))
+        )
+    )
 
     rel = work.relative_to(root)
     print(f"\nDone in {time.perf_counter() - d.started:.0f} s. The artefacts, in {rel}/:")
     for path, what in [
-        ("reports/benchmark.md", "the PR comment: verdict, champion vs candidate, slices, gates, drift"),
+        (
+            "reports/benchmark.md",
+            "the PR comment: verdict, champion vs candidate, slices, gates, drift",
+        ),
         ("reports/benchmark.html", "the same, self-contained"),
         ("reports/drift.html", "Evidently's drift report"),
         ("reports/gate.json", "the verdict and every check"),
@@ -152,7 +219,7 @@ def main() -> None:
         ("feedback.db", "the server's feedback store (SQLite)"),
     ]:
         mark = "" if (work / path).exists() else "  (not produced)"
-        print(f"  {rel / path:<40} {what}{mark}")
+        print(f"  {str(rel / path):<40} {what}{mark}")
 
 
 if __name__ == "__main__":
