@@ -26,7 +26,9 @@ WORKFLOWS = ROOT / ".github/workflows"
 
 def make(project: Path, target: str, *args: str, check: bool = True):
     """A make target with this test run's virtualenv (what `make install` made in CI)."""
-    return run(["make", "--no-print-directory", target, f"VENV={VENV}", *args], project, check=check)
+    return run(
+        ["make", "--no-print-directory", target, f"VENV={VENV}", *args], project, check=check
+    )
 
 
 def add_paths(workflow: str) -> list[str]:
@@ -67,14 +69,30 @@ def fill_store(url: str, n: int = 365) -> None:
     store = FeedbackStore(url, batch_size=128, flush_interval_ms=10, personal={}, hash_key=None)
     now = dt.datetime.now(dt.timezone.utc)
     for i, row in enumerate(days.itertuples()):
-        features = {f: float(getattr(row, f)) for f in ("precipitation", "temp_max", "temp_min", "wind")}
-        store.log_prediction(PredictionRecord(
-            request_id=f"req-{i}", ts=now, model_version="v1.0.0", features=features,
-            prediction="sun", probabilities={"sun": 1.0}, latency_ms=1.0,
-            event_time=row.date.date().isoformat()))
-        store.log_feedback(FeedbackRecord(
-            request_id=f"req-{i}", ts=now, label=row.weather,
-            action="accept" if row.weather == "sun" else "correct", source="app"))
+        features = {
+            f: float(getattr(row, f)) for f in ("precipitation", "temp_max", "temp_min", "wind")
+        }
+        store.log_prediction(
+            PredictionRecord(
+                request_id=f"req-{i}",
+                ts=now,
+                model_version="v1.0.0",
+                features=features,
+                prediction="sun",
+                probabilities={"sun": 1.0},
+                latency_ms=1.0,
+                event_time=row.date.date().isoformat(),
+            )
+        )
+        store.log_feedback(
+            FeedbackRecord(
+                request_id=f"req-{i}",
+                ts=now,
+                label=row.weather,
+                action="accept" if row.weather == "sun" else "correct",
+                source="app",
+            )
+        )
     store.flush()
     store.close()
 
@@ -85,7 +103,7 @@ def repo(tmp_path_factory):
     base = tmp_path_factory.mktemp("gitops")
     origin = base / "origin.git"
     run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], base)
-    project = make_project(base / "work")
+    project = make_project(base / "work", max_epochs=40)  # v1 must pass its floors
     run(["git", "remote", "add", "origin", str(origin)], project)
     make(project, "repro")
     run(["git", "add", "-A"], project)
@@ -131,7 +149,7 @@ def test_promotion_is_refused_unless_the_gate_passed_for_this_model(repo):
         assert proc.returncode != 0 and "fail" in proc.stderr
         gate_path.write_text(json.dumps({**gate, "verdict": "pass", "model_hash": "0" * 64}))
         proc = make(repo, "promote", "CHANGE=PR #2", check=False)
-        assert proc.returncode != 0 and "hash" in proc.stderr
+        assert proc.returncode != 0 and "judged model 000000000000" in proc.stderr
         assert (repo / "models/registry.yaml").read_bytes() == before
     finally:
         gate_path.write_text(json.dumps(gate, indent=2, sort_keys=True) + "\n")
