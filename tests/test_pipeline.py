@@ -62,7 +62,9 @@ def test_metrics_edit_reruns_only_evaluate(project):
     edit(project / "conf/metrics/default.yaml", "ece_bins: 15", "ece_bins: 10")
     out = run(["dvc", "repro"], project).stdout
     # evaluate reruns; downstream, only stages whose inputs actually changed may follow.
-    assert {"compose", "evaluate"} <= ran(out) <= {"compose", "evaluate", "errors", "gate", "report"}, out
+    assert (
+        {"compose", "evaluate"} <= ran(out) <= {"compose", "evaluate", "errors", "gate", "report"}
+    ), out
 
 
 def test_dataset_edit_reruns_collect_and_everything_after(project):
