@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.export import export  # noqa: E402
-from pipelines.feedback import load  # noqa: E402
-from pipelines.store import FEEDBACK, PREDICTIONS, open_engine  # noqa: E402
+from pipelines.export import export
+from pipelines.feedback import load
+from pipelines.store import FEEDBACK, PREDICTIONS, open_engine
 
 FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]
 CLASSES = ["drizzle", "fog", "rain", "snow", "sun"]
@@ -39,15 +39,36 @@ def fill(url: str, n: int, feedback_share: float = 0.1, chunk: int = 100_000) ->
         for start in range(0, n, chunk):
             size = min(chunk, n - start)
             x = rng.normal(10, 5, (size, len(FEATURES))).round(2)
-            conn.execute(PREDICTIONS.insert(), [
-                {"request_id": f"r{start + i}", "ts": now + start + i, "model_version": "v1",
-                 "event_time": None, "features": json.dumps(dict(zip(FEATURES, row.tolist(), strict=True))),
-                 "prediction": "sun", "probabilities": "{}", "latency_ms": 1.0}
-                for i, row in enumerate(x)])
+            conn.execute(
+                PREDICTIONS.insert(),
+                [
+                    {
+                        "request_id": f"r{start + i}",
+                        "ts": now + start + i,
+                        "model_version": "v1",
+                        "event_time": None,
+                        "features": json.dumps(dict(zip(FEATURES, row.tolist(), strict=True))),
+                        "prediction": "sun",
+                        "probabilities": "{}",
+                        "latency_ms": 1.0,
+                    }
+                    for i, row in enumerate(x)
+                ],
+            )
             labelled = rng.random(size) < feedback_share
-            conn.execute(FEEDBACK.insert(), [
-                {"request_id": f"r{start + i}", "ts": now + start + i + 1, "label": CLASSES[i % 5],
-                 "action": "correct", "source": "bench"} for i in np.flatnonzero(labelled).tolist()])
+            conn.execute(
+                FEEDBACK.insert(),
+                [
+                    {
+                        "request_id": f"r{start + i}",
+                        "ts": now + start + i + 1,
+                        "label": CLASSES[i % 5],
+                        "action": "correct",
+                        "source": "bench",
+                    }
+                    for i in np.flatnonzero(labelled).tolist()
+                ],
+            )
     engine.dispose()
 
 
@@ -70,11 +91,15 @@ def main() -> None:
         t_collect = time.perf_counter() - t0
     assert fb.counts["predictions_kept"] == args.records and rows == sum(moved.values())
     ratio = t_collect / t_plain
-    print(f"export     {sum(moved.values()):,} records store -> partitions in {t_export:.1f}s "
-          f"({sum(moved.values()) / t_export:,.0f} records/s)")
-    print(f"collect    read+validate+join {t_collect:.2f}s vs plain pyarrow read {t_plain:.2f}s "
-          f"({rows:,} rows, {len(files)} files)  ratio {ratio:.2f}  target <= {TARGET}  "
-          f"{'OK' if ratio <= TARGET else 'OVER TARGET'}")
+    print(
+        f"export     {sum(moved.values()):,} records store -> partitions in {t_export:.1f}s "
+        f"({sum(moved.values()) / t_export:,.0f} records/s)"
+    )
+    print(
+        f"collect    read+validate+join {t_collect:.2f}s vs plain pyarrow read {t_plain:.2f}s "
+        f"({rows:,} rows, {len(files)} files)  ratio {ratio:.2f}  target <= {TARGET}  "
+        f"{'OK' if ratio <= TARGET else 'OVER TARGET'}"
+    )
 
 
 if __name__ == "__main__":

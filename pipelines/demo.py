@@ -219,7 +219,7 @@ def main() -> None:
         ("feedback.db", "the server's feedback store (SQLite)"),
     ]:
         mark = "" if (work / path).exists() else "  (not produced)"
-        print(f"  {str(rel / path):<40} {what}{mark}")
+        print(f"  {rel / path!s:<40} {what}{mark}")
 
 
 if __name__ == "__main__":

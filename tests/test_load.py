@@ -48,10 +48,21 @@ def start(project, db) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.serve", "--port", str(port), "--model-dir", "model",
-         "--store-url", f"sqlite:///{db}"],
-        cwd=project, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "pipelines.serve",
+            "--port",
+            str(port),
+            "--model-dir",
+            "model",
+            "--store-url",
+            f"sqlite:///{db}",
+        ],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -103,16 +114,25 @@ def test_20k_predictions_at_concurrency_16_are_all_stored_and_feedback_joins(pro
         sample = random.Random(1).sample(acked, 500)
         with httpx.Client(base_url=url, timeout=10) as client:
             for rid in sample:
-                assert client.post("/feedback", json={"request_id": rid, "label": "fog"}).status_code == 200
+                assert (
+                    client.post("/feedback", json={"request_id": rid, "label": "fog"}).status_code
+                    == 200
+                )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    print(f"\n{len(acked)} predictions acknowledged in {seconds:.1f}s ({len(acked) / seconds:.0f}/s)")
+    print(
+        f"\n{len(acked)} predictions acknowledged in {seconds:.1f}s ({len(acked) / seconds:.0f}/s)"
+    )
     assert len(acked) == 20_000
     assert stored_ids(db) == set(acked)  # stored == acknowledged, no more, no less
     export(f"sqlite:///{db}", project / "data")
-    fb = load(project / "data", {"target": "weather", "time_column": "date"}, FEATURES,
-              ["drizzle", "fog", "rain", "snow", "sun"])
+    fb = load(
+        project / "data",
+        {"target": "weather", "time_column": "date"},
+        FEATURES,
+        ["drizzle", "fog", "rain", "snow", "sun"],
+    )
     assert fb.counts["predictions_kept"] == 20_000 and fb.counts["labelled_rows"] == 500
 
 

@@ -1,0 +1,175 @@
+"""The prediction server with feedback logging on against the same server logging nothing.
+
+Target: logging costs <= 10% of throughput, i.e. throughput ratio on/off >= 0.90. Two real
+uvicorn servers on 127.0.0.1 run side by side from the same model: one commits every
+prediction to a SQLite store before answering (WAL, synchronous=FULL, group commit), the other
+runs with --no-logging (a no-op store). Each gets the same bounded load, interleaved, from a
+lean keep-alive HTTP/1.1 client (so the client, not the server, is not what is measured);
+the ratio is the median over repeats. p99 latency is reported for both.
+
+    python benchmarks/bench_serve.py [--requests 5000] [--concurrency 16] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.config import load_params
+from pipelines.models import build_model, save_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 0.90
+
+
+def tiny_model(dest: Path, params: dict) -> Path:
+    """An untrained model with the configured architecture: inference costs what a trained one does."""
+    ds = params["dataset"]
+    model = build_model(params["model"], len(ds["features"]), len(ds["classes"]))
+    config = {
+        "model": params["model"],
+        "features": ds["features"],
+        "classes": ds["classes"],
+        "target": ds["target"],
+        "time_column": ds["time_column"],
+    }
+    save_model(model, config, dest)
+    return dest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, model_dir: Path, store_url: str, logging_on: bool) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.serve",
+        "--port",
+        str(port),
+        "--model-dir",
+        str(model_dir),
+    ]
+    cmd += ["--store-url", store_url] if logging_on else ["--no-logging"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            if proc.poll() is not None:
+                raise SystemExit(f"server failed: {proc.stderr.read().decode()[-2000:]}") from None
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server did not become healthy in 120s")
+
+
+def request_bytes(port: int, body: dict) -> bytes:
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+async def load(
+    port: int, bodies: list[bytes], n: int, concurrency: int
+) -> tuple[float, list[float]]:
+    """Send n requests over ``concurrency`` keep-alive connections; throughput and latencies."""
+    counter = iter(range(n))
+    latencies: list[float] = []
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for i in counter:
+            t0 = time.perf_counter()
+            writer.write(bodies[i % len(bodies)])
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = head[9:12]
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - t0)
+            if status != b"200":
+                raise SystemExit(f"request failed: HTTP {status.decode()}")
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return n / (time.perf_counter() - start), latencies
+
+
+def p99(latencies: list[float]) -> float:
+    return statistics.quantiles(latencies, n=100)[98] * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=1000, help="requests per round and mode")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--concurrency", type=int, default=16)
+    args = ap.parse_args()
+    params = load_params(ROOT / "params.yaml")
+    features = params["dataset"]["features"]
+    payloads = [
+        {"features": {f: float((i * 7 + j) % 13) for j, f in enumerate(features)}}
+        for i in range(64)
+    ]
+    rps: dict[str, list[float]] = {"on": [], "off": []}
+    lat: dict[str, list[float]] = {"on": [], "off": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = tiny_model(Path(tmp) / "model", params)
+        store = Path(tmp) / "feedback.db"
+        ports = {"on": free_port(), "off": free_port()}
+        servers = {
+            mode: start_server(port, model_dir, f"sqlite:///{store}", mode == "on")
+            for mode, port in ports.items()
+        }
+        try:
+            bodies = {m: [request_bytes(p, b) for b in payloads] for m, p in ports.items()}
+            for mode, port in ports.items():  # warm-up: first connections, caches, the WAL file
+                asyncio.run(load(port, bodies[mode], args.requests, args.concurrency))
+            for i in range(args.rounds):  # interleaved, alternating order: drift hits both
+                for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
+                    r, latencies = asyncio.run(
+                        load(ports[mode], bodies[mode], args.requests, args.concurrency)
+                    )
+                    rps[mode].append(r)
+                    lat[mode].extend(latencies)
+        finally:
+            for proc in servers.values():
+                proc.terminate()
+                proc.wait(30)
+        with sqlite3.connect(store) as db:
+            stored = db.execute("SELECT count(*) FROM predictions").fetchone()[0]
+    expected = args.requests * (args.rounds + 1)
+    assert stored == expected, f"the logging server stored {stored} of {expected} predictions"
+    ratio = statistics.median(on / off for on, off in zip(rps["on"], rps["off"], strict=True))
+    print(
+        f"serving   logging on {statistics.median(rps['on']):.0f} req/s p99 {p99(lat['on']):.1f}ms "
+        f"vs off {statistics.median(rps['off']):.0f} req/s p99 {p99(lat['off']):.1f}ms "
+        f"({args.rounds}x{args.requests:,} requests each, concurrency {args.concurrency}, "
+        f"{stored:,} committed)  ratio {ratio:.3f}  target >= {TARGET}  "
+        f"{'OK' if ratio >= TARGET else 'UNDER TARGET'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
