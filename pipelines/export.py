@@ -2,54 +2,114 @@
 
     python -m pipelines.export [--store-url URL] [--data-dir data] [--no-dvc]
 
-Writes ``data/feedback/date=YYYY-MM-DD/part-<kind>-<firstseq>-<lastseq>.parquet`` for the
-records with ``seq`` above the watermark in ``data/feedback/_watermark.json``, then runs
-`dvc add data`. Crash-safe and idempotent: each file is written whole (temp + rename) under a
-name fixed by its seq range, so a re-run after a crash rewrites the same file instead of
-duplicating it, and the watermark moves last. Run twice, it exports nothing twice.
+Writes ``data/feedback/date=YYYY-MM-DD/part-<kind>-<firstseq>-<lastseq>.parquet`` (date: the
+record's UTC ``ts``; one kind per file) for the records with ``seq`` above the watermark in
+``data/feedback/_watermark.json``, then runs `dvc add data`. The store keeps its records
+(feedback may arrive long after its prediction was exported); the watermark says what has
+moved.
+
+Crash-safe and idempotent. Each file is written whole (temp + rename) under a name fixed by
+its seq range, and the watermark moves last, after the files are fsynced. A file above the
+watermark was never committed: an export that fails removes what it wrote, and the next
+export removes what a killed one left behind before it starts. Run twice, it exports nothing
+twice. The store is read in chunks by seq, never all at once.
+
+Prediction files: request_id, ts (timestamp[us, UTC]), model_version, event_time,
+prediction, probabilities (JSON text), latency_ms and one ``x_<feature>`` column per feature
+(float64; a personal field hashed by the store stays a string, a dropped one is absent).
+Feedback files: request_id, ts, label, action, source.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import io
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
-from sqlalchemy import select
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+from sqlalchemy import func, select
 
 from pipelines.feedback import FEEDBACK as FEEDBACK_PREFIX
 from pipelines.feedback import PREDICTIONS as PREDICTION_PREFIX
 from pipelines.io import atomic_path, read_json, run_stage, write_json
 from pipelines.paths import DATA_DIR
-from pipelines.store import FEEDBACK, PREDICTIONS, open_engine
+from pipelines.store import FEEDBACK, PREDICTIONS, StoreError, open_engine
 
-CHUNK = 100_000  # records read from the store at a time
+CHUNK = 200_000  # records read from the store at a time
 WATERMARK = "_watermark.json"
+KINDS = {"predictions": (PREDICTIONS, PREDICTION_PREFIX), "feedback": (FEEDBACK, FEEDBACK_PREFIX)}
+PART = re.compile(r"part-(predictions|feedback)-(\d+)-(\d+)\.parquet")
+DAY_US = 86_400_000_000
+TS = pa.timestamp("us", tz="UTC")
 
 
-def _frame(kind: str, rows: list) -> pd.DataFrame:
-    df = pd.DataFrame([dict(r._mapping) for r in rows])
-    df["ts"] = pd.to_datetime(df["ts"], unit="us", utc=True)
-    if kind == "predictions":
-        features = pd.DataFrame([json.loads(f) for f in df.pop("features")], index=df.index)
-        for column in features.columns:
-            df[f"x_{column}"] = pd.to_numeric(features[column], errors="coerce")
-    return df
+def _table(kind: str, rows: list) -> pa.Table:
+    """A chunk of store rows as an Arrow table in the partition schema (seq kept for naming)."""
+    table, _ = KINDS[kind]
+    columns = dict(zip(table.columns.keys(), zip(*rows, strict=True), strict=True))
+    arrays = {"seq": pa.array(columns.pop("seq"), pa.int64())}
+    arrays["request_id"] = pa.array(columns.pop("request_id"), pa.string())
+    arrays["ts"] = pa.array(columns.pop("ts"), pa.int64()).cast(TS)
+    features = columns.pop("features", None)
+    for name, values in columns.items():
+        arrays[name] = pa.array(values, pa.float64() if name == "latency_ms" else pa.string())
+    if features is not None:
+        parsed = pa_json.read_json(io.BytesIO("\n".join(features).encode()))
+        for name, column in zip(parsed.column_names, parsed.columns, strict=True):
+            numeric = pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+            arrays[f"x_{name}"] = column.cast(pa.float64()) if numeric else column
+    return pa.table(arrays)
 
 
-def _write_partitions(kind: str, df: pd.DataFrame, out: Path) -> int:
-    prefix = PREDICTION_PREFIX if kind == "predictions" else FEEDBACK_PREFIX
-    written = 0
-    for day, part in df.groupby(df["ts"].dt.strftime("%Y-%m-%d"), sort=True):
-        first, last = int(part["seq"].min()), int(part["seq"].max())
-        target = out / f"date={day}" / f"{prefix}{first}-{last}.parquet"
+def _write_partitions(kind: str, table: pa.Table, out: Path) -> list[Path]:
+    """One file per UTC day of ``ts``; return the files written."""
+    prefix = KINDS[kind][1]
+    micros = table["ts"].cast(pa.int64()).to_numpy()
+    days = micros // DAY_US
+    written = []
+    for day in np.unique(days):
+        part = table.take(np.flatnonzero(days == day))
+        seq = part["seq"].to_numpy()
+        date = np.datetime64(int(day), "D").astype(str)
+        target = out / f"date={date}" / f"{prefix}{seq.min()}-{seq.max()}.parquet"
         with atomic_path(target) as tmp:
-            part.drop(columns="seq").to_parquet(tmp, index=False)
-        written += len(part)
+            pq.write_table(part.drop_columns("seq"), tmp)
+        written.append(target)
     return written
+
+
+def _uncommitted(out: Path, mark: dict) -> list[Path]:
+    """Partition files above the watermark: left by an export that did not finish."""
+    found = []
+    for path in out.glob("date=*/part-*.parquet"):
+        m = PART.fullmatch(path.name)
+        if m and int(m.group(2)) > mark[m.group(1)]:
+            found.append(path)
+    return found
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+        if path.parent.is_dir() and not any(path.parent.iterdir()):
+            path.parent.rmdir()
+
+
+def _fsync_dirs(paths: list[Path]) -> None:
+    """Make the renames durable before the watermark says they happened."""
+    for directory in {p.parent for p in paths}:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def export(store_url: str, data_dir: Path = DATA_DIR, chunk: int = CHUNK) -> dict:
@@ -57,31 +117,38 @@ def export(store_url: str, data_dir: Path = DATA_DIR, chunk: int = CHUNK) -> dic
     out = Path(data_dir) / "feedback"
     mark_path = out / WATERMARK
     mark = read_json(mark_path) if mark_path.exists() else {"predictions": 0, "feedback": 0}
+    _remove(_uncommitted(out, mark))
     engine = open_engine(store_url, create=False)
-    moved = {}
-    new_mark = dict(mark)
-    with engine.connect() as conn:
-        for kind, table in (("predictions", PREDICTIONS), ("feedback", FEEDBACK)):
-            moved[kind] = 0
-            while True:
-                rows = conn.execute(
-                    select(table)
-                    .where(table.c.seq > new_mark[kind])
-                    .order_by(table.c.seq)
-                    .limit(chunk)
-                ).fetchall()
-                if not rows:
-                    break
-                moved[kind] += _write_partitions(kind, _frame(kind, rows), out)
-                new_mark[kind] = int(rows[-1].seq)
-    engine.dispose()
-    if new_mark != mark:
-        write_json(mark_path, new_mark)  # last: a crash before this re-exports the same files
+    moved, new_mark, written = {}, dict(mark), []
+    try:
+        with engine.connect() as conn:
+            for kind, (table, _) in KINDS.items():
+                moved[kind] = 0
+                # a live server keeps writing: export up to what exists now, not a moving end
+                end = conn.execute(select(func.max(table.c.seq))).scalar() or 0
+                while new_mark[kind] < end:
+                    rows = conn.execute(
+                        select(table)
+                        .where(table.c.seq > new_mark[kind], table.c.seq <= end)
+                        .order_by(table.c.seq)
+                        .limit(chunk)
+                    ).all()
+                    written += _write_partitions(kind, _table(kind, rows), out)
+                    moved[kind] += len(rows)
+                    new_mark[kind] = int(rows[-1].seq)
+        _fsync_dirs(written)
+        if new_mark != mark:
+            write_json(mark_path, new_mark)  # last: until here, nothing is committed
+    except BaseException:
+        _remove(written)  # not committed: leave no file the watermark does not cover
+        raise
+    finally:
+        engine.dispose()
     return moved
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipelines.config import load_params
+    from pipelines.config import ConfigError, load_params
 
     ap = argparse.ArgumentParser(
         prog="python -m pipelines.export", description=__doc__.splitlines()[0]
@@ -91,9 +158,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-dvc", action="store_true", help="do not run `dvc add` afterwards")
     args = ap.parse_args(argv)
     url = args.store_url or load_params()["serve"]["store_url"]
-    moved = export(url, args.data_dir)
+    try:
+        moved = export(url, args.data_dir)
+    except StoreError as e:
+        raise ConfigError(f"--store-url: {e}") from None
     if not args.no_dvc:
-        subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(args.data_dir)], check=True)
+        data = args.data_dir.resolve()
+        proc = subprocess.run(
+            [sys.executable, "-m", "dvc", "add", "-q", data.name],
+            cwd=data.parent,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+            raise ConfigError(f"`dvc add {args.data_dir}` failed: {lines[-1]}")
     print(
         f"export: {moved['predictions']} predictions, {moved['feedback']} feedback -> "
         f"{args.data_dir}/feedback/" + ("" if args.no_dvc else " (data.dvc updated)")

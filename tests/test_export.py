@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines import export as export_mod
@@ -77,6 +79,7 @@ def test_crash_mid_export_leaves_no_partial_file_and_no_moved_watermark(tmp_path
         export(url, data)
     assert not (data / "feedback" / WATERMARK).exists()
     assert not list(data.rglob("*.tmp"))
+    assert files(data) == []  # the prediction partitions written before the crash are gone
     monkeypatch.setattr(export_mod, "_write_partitions", real)
     export(url, data)
     preds = pd.concat(pd.read_parquet(p) for p in data.rglob("part-predictions-*.parquet"))
@@ -101,3 +104,21 @@ def test_export_updates_data_dvc(tmp_path):
     )
     after = (repo / "data.dvc").read_text()
     assert after != before and "nfiles: 3" in after  # two partitions and the watermark
+
+
+def test_files_left_by_a_killed_export_are_replaced_not_duplicated(tmp_path):
+    """A SIGKILL skips all cleanup: the next export removes files above the watermark."""
+    url, data = f"sqlite:///{tmp_path / 'fb.db'}", tmp_path / "data"
+    fill(url, 0, 30)
+    export(url, data, chunk=10)
+    fill(url, 30, 30)
+    export(url, data, chunk=25)  # a run that "died" after its files, before its watermark
+    mark = data / "feedback" / WATERMARK
+    mark.write_text('{"feedback": 30, "predictions": 30}\n')
+    fill(url, 60, 5)  # more records arrive before the re-run: its chunks differ
+    assert export(url, data, chunk=25) == {"predictions": 35, "feedback": 35}
+    preds = pd.concat(pd.read_parquet(p) for p in data.rglob("part-predictions-*.parquet"))
+    assert len(preds) == 65 and preds.request_id.is_unique
+    schema = pq.read_schema(next(data.rglob("part-predictions-*.parquet")))
+    assert schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    assert all(schema.field(f"x_{f}").type == pa.float64() for f in FEATURES)
