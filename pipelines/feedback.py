@@ -5,9 +5,15 @@
 model_version, event_time, prediction, probabilities, latency_ms, one ``x_<feature>`` column
 per feature) and ``part-feedback-...parquet`` (request_id, ts, label, action, source).
 
-Files are read one at a time, so memory follows the largest partition, not the whole
-history. Every row is either kept or quarantined with a reason: counts in = kept +
-quarantined, per kind.
+Two paths, one verdict. A file whose column types are the exporter's is checked in Arrow,
+vectorised; only the rows that fail go through pandera, which writes the reasons (and has
+the last word: a row pandera accepts is kept). A file with other types (written by hand or
+by another tool) goes through pandera whole, after coercion. tests/test_feedback.py checks
+that both paths reach the same verdict on every corrupt row.
+
+Files are read one at a time and only the columns collect needs stay in memory, in Arrow;
+only the labelled rows become a DataFrame. Every row is either kept or quarantined with a
+reason and its raw record: counts in = kept + quarantined, per kind.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
+import pandera.pandas as pdm
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 PREDICTIONS = "part-predictions-"
@@ -27,6 +36,8 @@ FEEDBACK = "part-feedback-"
 ACTIONS = ("accept", "correct", "reject")
 FUTURE_TOLERANCE = pd.Timedelta(minutes=5)  # clock skew between servers and the exporter
 QUARANTINE_COLUMNS = ["kind", "file", "request_id", "reason", "record"]
+TS = pa.timestamp("us", tz="UTC")
+STR = pa.string()
 
 
 @dataclass
@@ -42,146 +53,302 @@ def partitions(data_dir: Path, prefix: str) -> list[Path]:
     return sorted(Path(data_dir).glob(f"feedback/date=*/{prefix}*.parquet"))
 
 
-def _reasons(df: pd.DataFrame, raw: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.Series:
-    """Validate with pandera; return one reason per failing row (empty string if valid)."""
-    reasons = pd.Series("", index=df.index, dtype=object)
-    try:
-        schema.validate(df, lazy=True)
-    except pa.errors.SchemaErrors as e:
-        cases = e.failure_cases.dropna(subset=["index"])
-        for idx, group in cases.groupby("index", sort=True):
-            parts = []
-            for _, case in group.iterrows():
-                column = case["column"]
-                value = raw.at[idx, column] if column in raw.columns else case["failure_case"]
-                parts.append(f"{column}: fails {case['check']} (got {value!r})")
-            reasons.at[idx] = "; ".join(parts)
-    return reasons
+# ---------------------------------------------------------------------- the rules
+class _Rules:
+    """One kind's rules: the pandera schema (reasons) and the same checks in Arrow (speed)."""
 
+    kind: str
+    required: list[str]
+    columns: dict[str, pa.DataType]  # what collect keeps, in Arrow types
 
-def _quarantine(kind: str, path: Path, raw: pd.DataFrame, reasons: pd.Series) -> pd.DataFrame:
-    bad = reasons[reasons != ""]
-    rows = raw.loc[bad.index]
-    return pd.DataFrame(
-        {
-            "kind": kind,
-            "file": str(path),
-            "request_id": rows.get("request_id", pd.Series(index=rows.index, dtype=object))
-            .astype(str)
-            .to_numpy(),
-            "reason": bad.to_numpy(),
-            "record": [json.dumps(r, default=str, sort_keys=True) for r in rows.to_dict("records")],
-        }
-    )
+    def __init__(self, now: pd.Timestamp):
+        self.now = now
+        self.limit = pa.scalar((now + FUTURE_TOLERANCE).to_pydatetime(), type=TS)
 
+    def exported(self, schema: pa.Schema) -> bool:
+        """Whether a file has the exporter's column types (then the Arrow path applies)."""
+        return all(
+            _type_ok(schema.field(c).type, t) for c, t in self.columns.items() if c in schema.names
+        )
 
-def _whole_file(kind: str, path: Path, raw: pd.DataFrame, reason: str) -> pd.DataFrame:
-    return _quarantine(kind, path, raw, pd.Series(reason, index=raw.index, dtype=object))
+    def valid(self, t: pa.Table) -> np.ndarray:
+        raise NotImplementedError
 
+    def reasons(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+        raise NotImplementedError
 
-def _timestamps(series: pd.Series) -> pd.Series:
-    return pd.to_datetime(series, errors="coerce", utc=True)
+    def _common(self, t: pa.Table) -> pa.ChunkedArray:
+        ids, ts = t["request_id"], pc.cast(t["ts"], TS, safe=False)
+        return pc.and_kleene(
+            pc.greater_equal(pc.utf8_length(ids), 1), pc.less_equal(ts, self.limit)
+        )
 
-
-def read_predictions(data_dir: Path, features: list[str], now: pd.Timestamp):
-    """Valid prediction records (first of each request id) and the rejected ones."""
-    required = ["request_id", "ts", *[f"x_{f}" for f in features]]
-    schema = pa.DataFrameSchema(
-        {
-            "request_id": pa.Column(str, pa.Check.str_length(min_value=1), nullable=False),
-            "ts": pa.Column(
-                "datetime64[ns, UTC]", pa.Check.le(now + FUTURE_TOLERANCE), nullable=False
+    def _base_schema(self) -> dict:
+        return {
+            "request_id": pdm.Column(str, pdm.Check.str_length(min_value=1), nullable=False),
+            "ts": pdm.Column(
+                "datetime64[ns, UTC]", pdm.Check.le(self.now + FUTURE_TOLERANCE), nullable=False
             ),
-            **{
-                f"x_{f}": pa.Column(
-                    float, pa.Check(np.isfinite, element_wise=False), nullable=False
-                )
-                for f in features
-            },
         }
-    )
-    kept, rejected = [], []
-    for path in partitions(data_dir, PREDICTIONS):
-        raw = pq.read_table(path).to_pandas()
-        missing = [c for c in required if c not in raw.columns]
-        if missing:
-            rejected.append(_whole_file("prediction", path, raw, f"missing column(s) {missing}"))
-            continue
+
+
+class _PredictionRules(_Rules):
+    kind = "prediction"
+
+    def __init__(self, now: pd.Timestamp, features: list[str]):
+        super().__init__(now)
+        self.features = [f"x_{f}" for f in features]
+        self.required = ["request_id", "ts", *self.features]
+        self.columns = {
+            "request_id": STR,
+            "ts": TS,
+            "event_time": STR,
+            "prediction": STR,
+            **dict.fromkeys(self.features, pa.float64()),
+        }
+        self.schema = pdm.DataFrameSchema(
+            {
+                **self._base_schema(),
+                **{
+                    f: pdm.Column(float, pdm.Check(np.isfinite, element_wise=False), nullable=False)
+                    for f in self.features
+                },
+            }
+        )
+
+    def valid(self, t: pa.Table) -> np.ndarray:
+        ok = self._common(t)
+        for f in self.features:
+            ok = pc.and_kleene(ok, pc.is_finite(pc.cast(t[f], pa.float64())))
+        return _mask(ok)
+
+    def reasons(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
         df = raw.copy()
-        df["request_id"] = df["request_id"].astype("string").astype(object)
+        df["request_id"] = _strings(df["request_id"])
         df["ts"] = _timestamps(df["ts"])
-        for f in features:
-            df[f"x_{f}"] = pd.to_numeric(df[f"x_{f}"], errors="coerce").astype(float)
-        reasons = _reasons(df[required], raw, schema)
-        rejected.append(_quarantine("prediction", path, raw, reasons))
-        good = df[reasons == ""].copy()
-        good["_file"] = str(path)
-        kept.append(good)
-    valid = (
-        pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=[*required, "_file"])
-    )
-    valid = valid.sort_values(["ts", "_file"], kind="stable")
-    dup = valid.duplicated("request_id", keep="first")
-    if dup.any():
-        first = valid.drop_duplicates("request_id").set_index("request_id")["_file"]
-        reasons = valid.loc[dup, "request_id"].map(
-            lambda r: f"duplicate request_id (first in {first[r]})"
-        )
-        rejected.append(
-            _quarantine(
-                "prediction",
-                Path("(several files)"),
-                valid.drop(columns="_file"),
-                reasons.reindex(valid.index, fill_value=""),
-            )
-        )
-    return valid[~dup].drop(columns="_file"), rejected
+        for f in self.features:
+            df[f] = pd.to_numeric(df[f], errors="coerce").astype(float)
+        return df, _pandera_reasons(df[self.required], raw, self.schema)
 
 
-def read_feedback(data_dir: Path, classes: list[str], known: set[str], now: pd.Timestamp):
-    """Valid feedback records for known request ids, and the rejected ones."""
-    schema = pa.DataFrameSchema(
-        {
-            "request_id": pa.Column(str, pa.Check.str_length(min_value=1), nullable=False),
-            "ts": pa.Column(
-                "datetime64[ns, UTC]", pa.Check.le(now + FUTURE_TOLERANCE), nullable=False
-            ),
-            "label": pa.Column(str, pa.Check.isin(classes), nullable=True),
-            "action": pa.Column(str, pa.Check.isin(ACTIONS), nullable=True),
-        }
-    )
-    kept, rejected = [], []
-    for path in partitions(data_dir, FEEDBACK):
-        raw = pq.read_table(path).to_pandas()
-        missing = [c for c in ("request_id", "ts", "label") if c not in raw.columns]
-        if missing:
-            rejected.append(_whole_file("feedback", path, raw, f"missing column(s) {missing}"))
-            continue
+class _FeedbackRules(_Rules):
+    kind = "feedback"
+
+    def __init__(self, now: pd.Timestamp, classes: list[str]):
+        super().__init__(now)
+        self.required = ["request_id", "ts", "label"]
+        self.columns = {"request_id": STR, "ts": TS, "label": STR, "action": STR, "source": STR}
+        self.classes = pa.array(classes, STR)
+        self.schema = pdm.DataFrameSchema(
+            {
+                **self._base_schema(),
+                "label": pdm.Column(str, pdm.Check.isin(classes), nullable=True),
+                "action": pdm.Column(str, pdm.Check.isin(ACTIONS), nullable=True),
+            }
+        )
+
+    def valid(self, t: pa.Table) -> np.ndarray:
+        label = pc.cast(t["label"], STR)
+        action = pc.cast(t["action"], STR) if "action" in t.column_names else None
+        if action is None:
+            action = pa.nulls(t.num_rows, STR)
+        label_ok = pc.or_(pc.is_null(label), pc.is_in(label, value_set=self.classes))
+        action_ok = pc.or_(pc.is_null(action), pc.is_in(action, value_set=pa.array(ACTIONS)))
+        has_label = pc.or_(pc.is_valid(label), pc.fill_null(pc.equal(action, "accept"), False))
+        return _mask(
+            pc.and_kleene(pc.and_kleene(self._common(t), label_ok), pc.and_(action_ok, has_label))
+        )
+
+    def reasons(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
         df = raw.copy()
-        df["request_id"] = df["request_id"].astype("string").astype(object)
+        df["request_id"] = _strings(df["request_id"])
         df["ts"] = _timestamps(df["ts"])
         df["label"] = df["label"].where(df["label"].isna(), df["label"].astype(str))
         df["action"] = df.get("action", pd.Series(None, index=df.index, dtype=object))
         df["source"] = df.get("source", pd.Series("unknown", index=df.index, dtype=object))
-        reasons = _reasons(df[["request_id", "ts", "label", "action"]], raw, schema)
-        # Membership in a large id set is a plain pandas isin: as a pandera check the set
-        # would be copied into the schema, which costs more than the whole validation.
-        unknown = (reasons == "") & ~df["request_id"].isin(known)
-        reasons[unknown] = df.loc[unknown, "request_id"].map(
-            lambda r: f"request_id: no prediction with this id (got {r!r})"
-        )
+        reasons = _pandera_reasons(df[["request_id", "ts", "label", "action"]], raw, self.schema)
         no_label = (reasons == "") & df["label"].isna() & (df["action"] != "accept")
         reasons[no_label] = "label: missing (only an 'accept' action may omit it)"
-        rejected.append(_quarantine("feedback", path, raw, reasons))
-        kept.append(df[reasons == ""])
-    valid = (
-        pd.concat(kept, ignore_index=True)
-        if kept
-        else pd.DataFrame(columns=["request_id", "ts", "label", "action", "source"])
+        return df, reasons
+
+
+def _type_ok(actual: pa.DataType, wanted: pa.DataType) -> bool:
+    if pa.types.is_null(actual):
+        return True
+    if wanted == TS:
+        return pa.types.is_timestamp(actual) and actual.tz in ("UTC", "+00:00", "Etc/UTC")
+    if pa.types.is_floating(wanted):
+        return pa.types.is_floating(actual) or pa.types.is_integer(actual)
+    return pa.types.is_string(actual) or pa.types.is_large_string(actual)
+
+
+def _mask(ok) -> np.ndarray:
+    return pc.fill_null(ok, False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _strings(series: pd.Series) -> pd.Series:
+    return series.astype("string").astype(object)
+
+
+def _timestamps(series: pd.Series) -> pd.Series:
+    """UTC timestamps in the schema's unit; unparseable values become NaT (then quarantined)."""
+    return pd.to_datetime(series, errors="coerce", utc=True).astype("datetime64[ns, UTC]")
+
+
+def _pandera_reasons(df: pd.DataFrame, raw: pd.DataFrame, schema) -> pd.Series:
+    """Validate with pandera; return one reason per failing row (empty string if valid).
+
+    Each reason names the column, the failed check and the raw value, e.g.
+    ``x_wind: fails isfinite (got inf)``; a row failing several checks lists them all.
+    """
+    reasons = pd.Series("", index=df.index, dtype=object)
+    try:
+        schema.validate(df, lazy=True)
+    except pdm.errors.SchemaErrors as e:
+        cases = e.failure_cases.dropna(subset=["index"]).reset_index(drop=True)
+        got = pd.Series(cases["failure_case"].map(repr), dtype=object)
+        for column, group in cases.groupby("column", sort=False):
+            if column in raw.columns:  # the raw value, not pandera's coerced one
+                values = raw[column].to_numpy()[group["index"].astype(int).to_numpy()]
+                got[group.index] = [repr(v) for v in values]
+        parts = cases["column"] + ": fails " + cases["check"].astype(str) + " (got " + got + ")"
+        joined = parts.groupby(cases["index"].astype(int).to_numpy(), sort=True).agg("; ".join)
+        reasons[joined.index] = joined.to_numpy()
+    return reasons
+
+
+# ------------------------------------------------------------------- reading files
+class _Reader:
+    """Reads one kind's partitions: kept rows (Arrow, collect's columns) and rejected rows."""
+
+    def __init__(self, rules: _Rules, files: list[Path]):
+        self.rules, self.files = rules, files
+        self.rows_in = 0
+        self.rejected: list[pd.DataFrame] = []
+
+    def read(self) -> pa.Table:
+        kept = [self._file(i, path) for i, path in enumerate(self.files)]
+        kept = [t for t in kept if t is not None]
+        return pa.concat_tables(kept) if kept else self._empty()
+
+    def _file(self, index: int, path: Path) -> pa.Table | None:
+        schema = pq.read_schema(path)
+        missing = [c for c in self.rules.required if c not in schema.names]
+        if missing or not self.rules.exported(schema):
+            table = pq.read_table(path)
+            self.rows_in += table.num_rows
+            if missing:
+                everything = np.arange(table.num_rows)
+                self._reject(path, table, everything, f"missing column(s) {missing}")
+                return None
+            raw = table.to_pandas()
+            df, reasons = self.rules.reasons(raw)
+            good = (reasons == "").to_numpy()
+            self._reject(path, table, np.arange(table.num_rows), reasons.to_numpy())
+            return self._canonical(df[good], index, np.flatnonzero(good))
+        # The exporter's types: read only collect's columns and check them in Arrow.
+        table = pq.read_table(path, columns=[c for c in self.rules.columns if c in schema.names])
+        self.rows_in += table.num_rows
+        keep = self.rules.valid(table)
+        bad = np.flatnonzero(~keep)
+        if len(bad):
+            whole = pq.read_table(path)
+            _, reasons = self.rules.reasons(whole.take(bad).to_pandas())
+            keep[bad[(reasons == "").to_numpy()]] = True  # pandera has the last word
+            self._reject(path, whole, bad, reasons.to_numpy())
+        return self._canonical(table.filter(keep), index, np.flatnonzero(keep))
+
+    def _canonical(self, rows, index: int, positions: np.ndarray) -> pa.Table:
+        """Collect's columns in their Arrow types, plus where each row came from."""
+        n = len(positions)
+        arrays = {}
+        for name, wanted in self.rules.columns.items():
+            if isinstance(rows, pd.DataFrame):
+                column = rows[name] if name in rows.columns else pd.Series(None, index=rows.index)
+                if wanted == STR:
+                    column = column.map(lambda v: None if pd.isna(v) else str(v), na_action=None)
+                arrays[name] = pa.array(column, from_pandas=True).cast(wanted, safe=False)
+            elif name in rows.column_names:
+                arrays[name] = pc.cast(rows[name], wanted, safe=False)
+            else:
+                arrays[name] = pa.nulls(n, wanted)
+        arrays["_file"] = pa.array(np.full(n, index, dtype=np.int32))
+        arrays["_row"] = pa.array(positions.astype(np.int64))
+        return pa.table(arrays)
+
+    def _empty(self) -> pa.Table:
+        return self._canonical(pa.table({}), 0, np.arange(0))
+
+    def _reject(self, path: Path, table: pa.Table, positions: np.ndarray, reasons) -> None:
+        reasons = np.broadcast_to(np.asarray(reasons, dtype=object), positions.shape)
+        chosen = reasons != ""
+        if chosen.any():
+            self.rejected.append(
+                _quarantine(self.rules.kind, path, table, positions[chosen], reasons[chosen])
+            )
+
+    def reject_kept(self, kept: pa.Table, where: np.ndarray, reasons) -> None:
+        """Quarantine rows found bad across files (duplicates, unknown ids), with raw records."""
+        files = kept["_file"].to_numpy()[where]
+        rows = kept["_row"].to_numpy()[where]
+        reasons = np.broadcast_to(np.asarray(reasons, dtype=object), where.shape)
+        for f in np.unique(files):
+            mine = files == f
+            path = self.files[f]
+            self.rejected.append(
+                _quarantine(self.rules.kind, path, pq.read_table(path), rows[mine], reasons[mine])
+            )
+
+
+def _quarantine(kind: str, path: Path, table: pa.Table, rows: np.ndarray, reasons) -> pd.DataFrame:
+    records = table.take(rows).to_pylist()
+    return pd.DataFrame(
+        {
+            "kind": kind,
+            "file": str(path),
+            "request_id": [str(r.get("request_id")) for r in records],
+            "reason": list(reasons),
+            "record": [json.dumps(r, default=str, sort_keys=True) for r in records],
+        },
+        columns=QUARANTINE_COLUMNS,
     )
-    return valid, rejected
 
 
+def _codes(ids) -> np.ndarray:
+    """Integer codes for request ids: equal ids, equal codes."""
+    chunks = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    return pc.dictionary_encode(chunks).indices.to_numpy(zero_copy_only=False)
+
+
+def _first_of_each(codes: np.ndarray) -> np.ndarray:
+    """Mask of the first row of each code, in the current row order."""
+    first = np.zeros(len(codes), dtype=bool)
+    first[np.unique(codes, return_index=True)[1]] = True
+    return first
+
+
+def _repeats(ids: pa.ChunkedArray) -> np.ndarray:
+    """Mask of the rows whose request id appeared in an earlier row.
+
+    Finding which of a million ids repeat is one parallel hash aggregation in DuckDB (over
+    the Arrow memory, no copy), several times faster than Arrow's single-threaded hashing.
+    Only the rows of repeated ids are then looked at one by one.
+    """
+    repeated = np.zeros(len(ids), dtype=bool)
+    if len(ids) < 2:
+        return repeated
+    id_table = pa.table({"request_id": ids})  # noqa: F841 - DuckDB finds it by name
+    with duckdb.connect() as con:
+        query = "SELECT request_id FROM id_table GROUP BY 1 HAVING count(*) > 1"
+        again = con.sql(query).to_arrow_table()
+    if again.num_rows == 0:
+        return repeated
+    rows = np.flatnonzero(_mask(pc.is_in(ids, value_set=again["request_id"].combine_chunks())))
+    repeated[rows[~_first_of_each(_codes(ids.take(rows)))]] = True
+    return repeated
+
+
+# ---------------------------------------------------------------------------- load
 def load(
     data_dir: Path,
     ds: dict,
@@ -191,34 +358,82 @@ def load(
 ) -> Feedback:
     """Join predictions with their latest feedback into labelled rows in snapshot form."""
     now = now or pd.Timestamp(dt.datetime.now(dt.timezone.utc))
-    preds, rejected = read_predictions(data_dir, features, now)
-    fb, fb_rejected = read_feedback(data_dir, classes, set(preds["request_id"]), now)
-    rejected += fb_rejected
-    latest = fb.sort_values("ts", kind="stable").drop_duplicates("request_id", keep="last")
-    joined = preds.merge(latest, on="request_id", suffixes=("", "_feedback"))
-    if joined.empty:
-        joined = joined.assign(ts=pd.Series(dtype="datetime64[ns, UTC]"))
-    label = joined["label"].where(joined["label"].notna(), joined.get("prediction"))
-    when = _timestamps(joined["event_time"]) if "event_time" in joined else joined["ts"]
-    when = when.where(when.notna(), joined["ts"])
-    labelled = pd.DataFrame({f: joined[f"x_{f}"].to_numpy(dtype=float) for f in features})
-    labelled[ds["target"]] = label.astype(str).to_numpy()
-    labelled["_when"] = when.dt.tz_localize(None).to_numpy()
-    labelled["origin"] = ("feedback:" + joined["source"].fillna("unknown").astype(str)).to_numpy()
-    labelled = labelled[labelled[ds["target"]].isin(classes)]  # accepted unknown predictions
+    p_reader = _Reader(_PredictionRules(now, features), partitions(data_dir, PREDICTIONS))
+    f_reader = _Reader(_FeedbackRules(now, classes), partitions(data_dir, FEEDBACK))
+
+    # Predictions: the first of each request id (by time, then file) wins.
+    preds = p_reader.read()
+    ts = pc.cast(preds["ts"], pa.int64()).to_numpy()
+    if not (np.diff(ts) >= 0).all():  # read in file order, so a stable sort breaks ties by file
+        preds = preds.take(np.argsort(ts, kind="stable"))
+    dup = np.flatnonzero(_repeats(preds["request_id"]))
+    if len(dup):
+        ids = preds["request_id"].take(dup)
+        rows = np.flatnonzero(_mask(pc.is_in(preds["request_id"], value_set=pc.unique(ids))))
+        first = rows[_first_of_each(_codes(preds["request_id"].take(rows)))]
+        where = preds["_file"].take(first).to_pylist()
+        winner = dict(zip(preds["request_id"].take(first).to_pylist(), where, strict=True))
+        reasons = [
+            f"duplicate request_id (first in {p_reader.files[winner[i]]})" for i in ids.to_pylist()
+        ]
+        p_reader.reject_kept(preds, dup, reasons)
+        keep = np.ones(preds.num_rows, dtype=bool)
+        keep[dup] = False
+        preds = preds.filter(keep)
+
+    # Feedback: known request ids only; the latest answer for each one counts. Only the
+    # predictions that have an answer are taken (probing them is cheap; hashing all is not).
+    fb = f_reader.read()
+    answered = preds.filter(pc.is_in(preds["request_id"], value_set=pc.unique(fb["request_id"])))
+    position = pc.index_in(fb["request_id"], value_set=answered["request_id"].combine_chunks())
+    unknown = np.flatnonzero(_mask(pc.is_null(position)))
+    if len(unknown):
+        ids = fb["request_id"].take(unknown).to_pylist()
+        f_reader.reject_kept(
+            fb, unknown, [f"request_id: no prediction with this id (got {r!r})" for r in ids]
+        )
+        fb = fb.filter(pc.is_valid(position))
+        position = position.filter(pc.is_valid(position))
+    newest_first = pc.sort_indices(fb, [("ts", "ascending")]).to_numpy()[::-1]
+    latest = newest_first[_first_of_each(_codes(fb["request_id"].take(newest_first)))]
+    latest = latest[np.argsort(position.to_numpy(zero_copy_only=False)[latest], kind="stable")]
+    joined = answered.take(position.take(latest))
+    labelled = _labelled(joined, fb.take(latest), ds, features, classes)
+
+    rejected = [r for r in p_reader.rejected + f_reader.rejected if len(r)]
     quarantine = (
-        pd.concat([r for r in rejected if len(r)], ignore_index=True)
-        if any(len(r) for r in rejected)
+        pd.concat(rejected, ignore_index=True)
+        if rejected
         else pd.DataFrame(columns=QUARANTINE_COLUMNS)
     )
     counts = {
-        "predictions_in": int(len(preds) + (quarantine["kind"] == "prediction").sum()),
-        "predictions_kept": len(preds),
-        "feedback_in": int(len(fb) + (quarantine["kind"] == "feedback").sum()),
-        "feedback_kept": len(fb),
+        "predictions_in": p_reader.rows_in,
+        "predictions_kept": preds.num_rows,
+        "feedback_in": f_reader.rows_in,
+        "feedback_kept": fb.num_rows,
         "quarantined": len(quarantine),
         "labelled_rows": len(labelled),
     }
-    return Feedback(
-        labelled.sort_values("_when", kind="stable").reset_index(drop=True), quarantine, counts
+    kept_plus_rejected = counts["predictions_kept"] + counts["feedback_kept"] + len(quarantine)
+    if kept_plus_rejected != counts["predictions_in"] + counts["feedback_in"]:
+        raise AssertionError(f"feedback rows lost: {counts}")  # a bug here, never bad data
+    return Feedback(labelled, quarantine, counts)
+
+
+def _labelled(
+    joined: pa.Table, answer: pa.Table, ds: dict, features: list[str], classes: list[str]
+) -> pd.DataFrame:
+    """Labelled rows in snapshot form: the label fed back, or the accepted prediction."""
+    label = pc.coalesce(answer["label"], joined["prediction"]).to_pandas()
+    ts = joined["ts"].to_pandas()
+    when = pd.to_datetime(
+        joined["event_time"].to_pandas(), errors="coerce", utc=True, format="ISO8601"
     )
+    when = when.where(when.notna(), ts)
+    labelled = pd.DataFrame({f: joined[f"x_{f}"].to_numpy() for f in features})
+    labelled[ds["target"]] = label.astype(object).to_numpy()
+    labelled["_when"] = when.dt.tz_localize(None).astype("datetime64[ns]").to_numpy()
+    source = answer["source"].to_pandas().fillna("unknown").astype(str)
+    labelled["origin"] = ("feedback:" + source).to_numpy()
+    labelled = labelled[labelled[ds["target"]].isin(classes)]  # accepted unknown predictions
+    return labelled.sort_values("_when", kind="stable").reset_index(drop=True)

@@ -15,6 +15,7 @@ from pipelines.paths import QUARANTINE
 from tests.conftest import ROOT
 
 FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]
+CLASSES = ["drizzle", "fog", "rain", "snow", "sun"]
 
 
 def export_like(data_dir, day: str, kind: str, rows: list[dict], seq: tuple[int, int]):
@@ -150,3 +151,56 @@ def test_corrupt_rows_are_quarantined_with_reasons(tmp_path, monkeypatch, produc
     # The valid rows all survive: every real 2014 day is still labelled and used.
     assert fb["labelled_rows"] == 365
     assert all(json.loads(r) for r in quarantine.record)  # the raw row is kept for inspection
+
+
+def test_arrow_and_pandera_paths_reach_the_same_verdict(tmp_path, monkeypatch, production_log):
+    """The vectorised Arrow check is only a fast path: on the same corrupt files, forcing
+    every file through pandera gives the same kept rows, reasons and counts."""
+    from pipelines import feedback
+
+    data, _ = production_log
+    now = pd.Timestamp("2026-01-06T00:00:00Z")
+    base = {"model_version": "v1", "prediction": "sun", "probabilities": "{}", "latency_ms": 1.0}
+    rows = [
+        {**base, "request_id": "nan", "ts": now, **{f"x_{f}": float("nan") for f in FEATURES}},
+        {**base, "request_id": "", "ts": now, **{f"x_{f}": 1.0 for f in FEATURES}},
+        {**base, "request_id": "late", "ts": now + pd.Timedelta(days=1)}
+        | {f"x_{f}": 1.0 for f in FEATURES},
+        {**base, "request_id": "r7", "ts": now, **{f"x_{f}": 2.0 for f in FEATURES}},
+        {**base, "request_id": "fine", "ts": now, **{f"x_{f}": 3.0 for f in FEATURES}},
+    ]
+    export_like(data, "2026-01-06", "predictions", rows, (500, 504))
+    answers = [
+        {"request_id": "fine", "ts": now, "label": None, "action": "reject", "source": "app"},
+        {"request_id": "fine", "ts": now, "label": "sun", "action": "maybe", "source": "app"},
+        {"request_id": "r1", "ts": now, "label": None, "action": "accept", "source": "app"},
+        {"request_id": "r2", "ts": now + pd.Timedelta(days=9), "label": "fog", "source": "app"},
+    ]
+    export_like(data, "2026-01-06", "feedback", answers, (500, 503))
+
+    validated = []
+    original = feedback._PredictionRules.reasons
+
+    def spy(self, raw):
+        validated.append(len(raw))
+        return original(self, raw)
+
+    monkeypatch.setattr(feedback._PredictionRules, "reasons", spy)
+    fast = feedback.load(data, {"target": "weather"}, FEATURES, CLASSES, now=now)
+    # Exporter-typed files: pandera saw only the rows the Arrow check rejected.
+    assert validated == [3]
+    monkeypatch.setattr(feedback._Rules, "exported", lambda self, table: False)
+    slow = feedback.load(data, {"target": "weather"}, FEATURES, CLASSES, now=now)
+
+    assert fast.counts == slow.counts
+    # nan, empty id, future ts; r7 a second time; feedback with no label, a bad action, a
+    # future ts. An 'accept' with no label is valid: the prediction was right.
+    assert fast.counts["quarantined"] == 3 + 1 + 3
+    pd.testing.assert_frame_equal(fast.labelled, slow.labelled)
+    key = ["kind", "request_id", "reason"]
+    pd.testing.assert_frame_equal(
+        fast.quarantine[key].sort_values(key, ignore_index=True),
+        slow.quarantine[key].sort_values(key, ignore_index=True),
+    )
+    assert set(fast.quarantine.request_id) == {"nan", "", "late", "r7", "fine", "r2"}
+    assert fast.labelled.weather.notna().all() and fast.counts["labelled_rows"] == 365
