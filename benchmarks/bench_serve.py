@@ -18,21 +18,18 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.config import load_params
 from pipelines.models import build_model, save_model
+from pipelines.serve import spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.90
@@ -53,35 +50,13 @@ def tiny_model(dest: Path, params: dict) -> Path:
     return dest
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, model_dir: Path, store_url: str, logging_on: bool) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipelines.serve",
-        "--port",
-        str(port),
-        "--model-dir",
-        str(model_dir),
-    ]
-    cmd += ["--store-url", store_url] if logging_on else ["--no-logging"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            if proc.poll() is not None:
-                raise SystemExit(f"server failed: {proc.stderr.read().decode()[-2000:]}") from None
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not become healthy in 120s")
+def start_server(model_dir: Path, store_url: str, logging_on: bool) -> tuple:
+    args = ["--model-dir", str(model_dir)]
+    args += ["--store-url", store_url] if logging_on else ["--no-logging"]
+    try:
+        return spawn(args, cwd=ROOT)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
 
 
 def request_bytes(port: int, body: dict) -> bytes:
@@ -153,11 +128,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = tiny_model(Path(tmp) / "model", params)
         store = Path(tmp) / "feedback.db"
-        ports = {"on": free_port(), "off": free_port()}
-        servers = {
-            mode: start_server(port, model_dir, f"sqlite:///{store}", mode == "on")
-            for mode, port in ports.items()
+        started = {
+            m: start_server(model_dir, f"sqlite:///{store}", m == "on") for m in ("on", "off")
         }
+        servers = {m: proc for m, (proc, _) in started.items()}
+        ports = {m: int(url.rsplit(":", 1)[1]) for m, (_, url) in started.items()}
         try:
             bodies = {m: [request_bytes(p, b) for b in payloads] for m, p in ports.items()}
             for mode, port in ports.items():  # warm-up: first connections, caches, the WAL file

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from pipelines.serve import spawn
 
 NOISE = (
     "WARNING: Location",
@@ -72,25 +73,6 @@ class Demo:
         return self.run("git", *args, quiet=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 60) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("demo: the server exited during start-up")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                return r.read().decode()
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit("demo: the server did not become healthy in time")
-
-
 def main() -> None:
     root = Path.cwd()
     work = root / ".demo" / "repo"
@@ -113,17 +95,13 @@ def main() -> None:
     d.run("dvc", "repro", "champion")
 
     d.step("3/8  Serve v1 (the reference server, logging every prediction to SQLite)")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.serve", "--port", str(port)],
-        cwd=work,
-        env=d.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        print(f"    {url}/healthz -> {wait_healthy(url, server)}")
+        server, url = spawn([], cwd=work, env=d.env)
+    except RuntimeError as e:
+        raise SystemExit(f"demo: {e}") from None
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as r:
+            print(f"    {url}/healthz -> {r.read().decode()}")
         d.step("4/8  Replay 2014's production traffic; users correct what they see, later")
         d.run(
             sys.executable,

@@ -40,7 +40,7 @@ from pipelines.feedback import FEEDBACK as FEEDBACK_PREFIX
 from pipelines.feedback import PREDICTIONS as PREDICTION_PREFIX
 from pipelines.io import atomic_path, read_json, run_stage, write_json
 from pipelines.paths import DATA_DIR
-from pipelines.store import FEEDBACK, PREDICTIONS, StoreError, open_engine
+from pipelines.store import FEEDBACK, PREDICTIONS, StoreError, open_engine, store_id
 
 CHUNK = 200_000  # records read from the store at a time
 WATERMARK = "_watermark.json"
@@ -121,6 +121,13 @@ def export(store_url: str, data_dir: Path = DATA_DIR, chunk: int = CHUNK) -> dic
     engine = open_engine(store_url, create=False)
     moved, new_mark, written = {}, dict(mark), []
     try:
+        new_mark["store"] = store_id(engine)
+        if mark.get("store", new_mark["store"]) != new_mark["store"]:
+            raise StoreError(
+                f"{engine.url.render_as_string(hide_password=True)} is store "
+                f"{new_mark['store']}, but {mark_path} counts records of store {mark['store']}: "
+                "export a new store into a new data directory (--data-dir)"
+            )
         with engine.connect() as conn:
             for kind, (table, _) in KINDS.items():
                 moved[kind] = 0

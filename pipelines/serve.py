@@ -24,7 +24,12 @@ import json
 import logging
 import math
 import os
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+import urllib.request
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -318,6 +323,35 @@ async def _persist(persist, record) -> None:
 
 
 # ---------------------------------------------------------------------------- main
+def spawn(
+    args: list[str], cwd: Path, env: dict | None = None, timeout: float = 120.0
+) -> tuple[subprocess.Popen, str]:
+    """Start `python -m pipelines.serve ARGS` on a free 127.0.0.1 port; return it and its URL
+    once /healthz answers. The demo, the load test and the serving benchmark start it so."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "pipelines.serve", "--port", str(port), *args]
+    url = f"http://127.0.0.1:{port}"
+    # Its output goes to a file, not a pipe: nobody reads a pipe, and a full one would stall
+    # the server. The server keeps the file open after we close ours.
+    with tempfile.TemporaryFile() as log_file:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return proc, url
+            except OSError:
+                time.sleep(0.2)
+        proc.kill()
+        proc.wait()
+        log_file.seek(0)
+        tail = log_file.read().decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+    raise RuntimeError(f"the server did not become healthy in {timeout:.0f}s: {tail[0]}")
+
+
 def main() -> None:
     import uvicorn
 

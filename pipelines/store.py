@@ -47,6 +47,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,33 @@ FEEDBACK = Table(
 )
 
 
+STORE_META = Table(
+    "store_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+
+def store_id(engine: Engine) -> str:
+    """This store's identity, made once when its tables are created.
+
+    Export remembers it beside its watermark: a store that was deleted and recreated starts
+    its seq at 1 again, and without the identity its first records would sit below the old
+    watermark and never be exported.
+    """
+    STORE_META.create(engine, checkfirst=True)  # stores made before it existed get one too
+    query = select(STORE_META.c.value).where(STORE_META.c.key == "store_id")
+    with engine.connect() as conn:
+        found = conn.execute(query).scalar()
+    if found is None:
+        with contextlib.suppress(IntegrityError), engine.begin() as conn:  # another won the race
+            conn.execute(insert(STORE_META).values(key="store_id", value=uuid.uuid4().hex))
+        with engine.connect() as conn:
+            found = conn.execute(query).scalar()
+    return found
+
+
 def open_engine(url: str, create: bool = True) -> Engine:
     """An engine for ``url``; SQLite files get WAL, synchronous=FULL and a busy timeout."""
     engine = create_engine(url)
@@ -152,6 +180,7 @@ def open_engine(url: str, create: bool = True) -> Engine:
 
     if create:
         metadata.create_all(engine)
+        store_id(engine)
     return engine
 
 

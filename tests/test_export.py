@@ -12,7 +12,7 @@ import pytest
 from pipelines import export as export_mod
 from pipelines.export import WATERMARK, export
 from pipelines.feedback import load
-from pipelines.store import FeedbackRecord, FeedbackStore, PredictionRecord
+from pipelines.store import FeedbackRecord, FeedbackStore, PredictionRecord, StoreError
 
 FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]
 CLASSES = ["drizzle", "fog", "rain", "snow", "sun"]
@@ -122,3 +122,20 @@ def test_files_left_by_a_killed_export_are_replaced_not_duplicated(tmp_path):
     schema = pq.read_schema(next(data.rglob("part-predictions-*.parquet")))
     assert schema.field("ts").type == pa.timestamp("us", tz="UTC")
     assert all(schema.field(f"x_{f}").type == pa.float64() for f in FEATURES)
+
+
+def test_a_recreated_store_is_refused_not_silently_skipped(tmp_path):
+    """A deleted and recreated store restarts its seq at 1: below the old watermark, its
+    records would never be exported. Export refuses it, naming both stores."""
+    db = tmp_path / "fb.db"
+    url, data = f"sqlite:///{db}", tmp_path / "data"
+    fill(url, 0, 30)
+    assert export(url, data) == {"predictions": 30, "feedback": 30}
+    mark = (data / "feedback" / WATERMARK).read_text()
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"fb.db{suffix}").unlink(missing_ok=True)
+    fill(url, 30, 10)
+    with pytest.raises(StoreError, match=r"is store \w+, but .*_watermark.json counts records"):
+        export(url, data)
+    assert (data / "feedback" / WATERMARK).read_text() == mark  # nothing moved
+    assert export(url, tmp_path / "data-new") == {"predictions": 10, "feedback": 10}

@@ -7,10 +7,8 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 
 import httpx
@@ -20,6 +18,7 @@ from pipelines.collect import collect
 from pipelines.config import compose, dump
 from pipelines.export import export
 from pipelines.feedback import load
+from pipelines.serve import spawn
 from pipelines.train import train
 from tests.conftest import ROOT
 
@@ -44,36 +43,8 @@ def project(tmp_path_factory):
 
 
 def start(project, db) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.serve",
-            "--port",
-            str(port),
-            "--model-dir",
-            "model",
-            "--store-url",
-            f"sqlite:///{db}",
-        ],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not start")
+    args = ["--model-dir", "model", "--store-url", f"sqlite:///{db}"]
+    return spawn(args, cwd=project, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
 
 
 async def hammer(url: str, n: int, concurrency: int, acked: list[str], deadline: float) -> None:
