@@ -12,6 +12,6 @@ if [[ -z "${DEPLOY_HOOK_URL:-}" ]]; then
   exit 0
 fi
 payload=$(printf '{"version": "%s", "model_hash": "%s"}' "$CLOSEDLOOP_VERSION" "$CLOSEDLOOP_MODEL_HASH")
-curl --fail --silent --show-error --max-time 60 -X POST -H 'Content-Type: application/json' \
-  --data "$payload" "$DEPLOY_HOOK_URL"
-echo "deploy hook: notified for ${CLOSEDLOOP_VERSION}"
+response=$(curl --fail --silent --show-error --max-time 60 -X POST \
+  -H 'Content-Type: application/json' --data "$payload" "$DEPLOY_HOOK_URL")
+echo "deploy hook: notified for ${CLOSEDLOOP_VERSION} (response: ${response:0:200})"

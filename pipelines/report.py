@@ -270,15 +270,15 @@ def cost_section(card: dict, champion_card: dict | None) -> Section:
     def row(label, c):
         return [
             label,
-            f"{c.get('training_seconds', 0):.1f} s",
             f"{c.get('parameters', 0):,}",
             str(c.get("epochs", "")),
+            f"{c.get('steps', 0):,}",
             f"{c.get('device', '')} × {c.get('world_size', 1)}",
         ]
 
     rows = [row("candidate", card)] + ([row("champion", champion_card)] if champion_card else [])
     return Section(
-        "Training cost", [], [Table(["model", "time", "parameters", "epochs", "devices"], rows)]
+        "Training cost", [], [Table(["model", "parameters", "epochs", "steps", "devices"], rows)]
     )
 
 

@@ -51,7 +51,7 @@ def test_train_writes_weights_and_card(tmp_path, monkeypatch, overrides):
     params = compose([*overrides, "trainer=cpu", "trainer.max_epochs=3"], conf_dir=ROOT / "conf")
     collect(params, out_dir=tmp_path / "snap", data_dir=tmp_path)
     card = train(params, snapshot=tmp_path / "snap", out_dir=tmp_path / "model")
-    for key in ("model", "data_hash", "final", "training_seconds", "parameters", "weights_sha256"):
+    for key in ("model", "data_hash", "final", "steps", "parameters", "weights_sha256"):
         assert key in card
     assert card["parameters"] == sum(
         p.numel() for p in load_model(tmp_path / "model")[0].parameters()

@@ -75,11 +75,15 @@ def test_dataset_edit_reruns_collect_and_everything_after(project):
     run(["dvc", "repro"], project)
 
 
-def test_forced_reruns_give_byte_identical_metrics(project):
+def test_forced_reruns_give_byte_identical_metrics_and_artefacts(project):
+    """Same inputs, same bytes: the metrics and every DVC-tracked output (the model
+    directory included), so a fresh `dvc repro` in CI reproduces the committed dvc.lock."""
     run(["dvc", "repro", "--force"], project)
     first = (project / "reports/metrics.json").read_bytes()
+    lock = (project / "dvc.lock").read_text()
     run(["dvc", "repro", "--force"], project)
     assert (project / "reports/metrics.json").read_bytes() == first
+    assert (project / "dvc.lock").read_text() == lock
     assert json.loads(first)["production"]["n"] == 730
 
 
