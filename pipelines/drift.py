@@ -12,6 +12,8 @@ verdicts the gate and the PR comment read; the same inputs always give the same 
 from __future__ import annotations
 
 import math
+import re
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,27 @@ from pipelines.paths import (
 )
 
 PREDICTION = "prediction"  # the column holding the candidate's predicted class
+
+
+# Evidently names each widget with a fresh uuid4 (metric_<hex>) or uuid7; nothing else in the
+# report is random. Numbering them in order of appearance makes the same report the same bytes.
+_RANDOM_IDS = re.compile(
+    r"(?<=metric_)[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+)
+
+
+def stable_ids(html: str) -> str:
+    """Replace Evidently's random widget ids with sequential ones of the same shape."""
+    seen: dict[str, str] = {}
+
+    def number(m: re.Match) -> str:
+        raw = m.group(0)
+        if raw not in seen:
+            n = len(seen) + 1
+            seen[raw] = f"{n:032x}" if "-" not in raw else str(uuid.UUID(int=n))
+        return seen[raw]
+
+    return _RANDOM_IDS.sub(number, html)
 
 
 def sample_rows(df: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
@@ -194,6 +217,7 @@ def drift(
     summary["reference"].update(source)
     with atomic_path(html) as tmp:
         snap.save_html(str(tmp))  # Evidently writes nothing when given a Path, only a str
+        tmp.write_text(stable_ids(tmp.read_text(encoding="utf-8")), encoding="utf-8")
     write_json(out, summary)
     return summary
 
