@@ -65,16 +65,16 @@ lint: $(STAMP) ## ruff, workflow checks and the other pre-commit hooks on every 
 	$(BIN)/pre-commit run --all-files
 
 serve: data ## the reference prediction server on 127.0.0.1:8000 (conf/serve/)
-	$(PY) -m pipelines.serve
+	$(BIN)/closedloop serve
 
 simulate: $(STAMP) ## replay the production period through a running server, with feedback
-	$(PY) -m pipelines.simulate
+	$(BIN)/closedloop simulate
 
 export: $(STAMP) ## move new feedback from the store into data/feedback/ and update data.dvc
-	$(PY) -m pipelines.export $(if $(CLOSEDLOOP_STORE_URL),--store-url "$(CLOSEDLOOP_STORE_URL)")
+	$(BIN)/closedloop export
 
 demo: $(STAMP) ## the whole story offline, in a scratch clone under .demo/
-	$(PY) -m pipelines.demo
+	$(BIN)/closedloop demo
 
 push-data: $(STAMP) ## dvc push data and models, when a DVC remote is configured
 	@if [ -n "$$($(DVC) remote list)" ]; then $(DVC) push; \
@@ -83,20 +83,20 @@ push-data: $(STAMP) ## dvc push data and models, when a DVC remote is configured
 CHANGE ?= local
 promote: data ## promote the candidate if reports/gate.json passes for its exact hash
 	$(DVC) checkout models/candidate reports/eval 2>/dev/null || $(DVC) pull models/candidate
-	$(PY) -m pipelines.promote --if-new --change "$(CHANGE)" --body-out reports/promotion.md
+	$(BIN)/closedloop promote --if-new --change "$(CHANGE)" --body-out reports/promotion.md
 
 TO ?=
 rollback: $(STAMP) ## restore the previous production entry (or TO=vX.Y.Z) in the registry
-	$(PY) -m pipelines.rollback $(if $(TO),--to "$(TO)") --change "$(CHANGE)" --body-out reports/rollback.md
+	$(BIN)/closedloop rollback $(if $(TO),--to "$(TO)") --change "$(CHANGE)" --body-out reports/rollback.md
 
 deploy-verify: $(STAMP) ## check the production entry: gate pass, weights match their hash
-	$(PY) -m pipelines.deploy verify
+	$(BIN)/closedloop deploy verify
 
 deploy-tag: $(STAMP) ## tag the production entry in GTO's format and push the tags
-	$(PY) -m pipelines.deploy tag --push
+	$(BIN)/closedloop deploy tag --push
 
 deploy-hook: $(STAMP) ## run deploy/hook.sh with the verified production model
-	$(PY) -m pipelines.deploy hook
+	$(BIN)/closedloop deploy hook
 
 clean: ## remove generated outputs (the DVC cache keeps them: `dvc checkout` restores)
 	rm -rf artifacts models/candidate reports/eval reports/train

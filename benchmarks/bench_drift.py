@@ -26,8 +26,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config import compose
-from pipelines.drift import measure_drift
+from closedloop.config import compose
+from closedloop.evaluation.drift import measure_drift
 
 TIME_TARGET = 2.0
 AGREEMENT_TARGET = 1.0

@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.export import export
-from pipelines.feedback import load
-from pipelines.store import FEEDBACK, PREDICTIONS, open_engine
+from closedloop.capture.export import export
+from closedloop.capture.feedback import load
+from closedloop.capture.store import FEEDBACK, PREDICTIONS, open_engine
 
 FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]
 CLASSES = ["drizzle", "fog", "rain", "snow", "sun"]

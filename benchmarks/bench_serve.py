@@ -27,9 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config import load_params
-from pipelines.models import build_model, save_model
-from pipelines.serve import spawn
+from closedloop.config import load_params
+from closedloop.models.nets import build_model
+from closedloop.models.persist import save_model
+from closedloop.serving.server import spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.90

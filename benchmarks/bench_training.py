@@ -22,10 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.collect import collect
-from pipelines.config import compose
-from pipelines.models import LitClassifier, build_model
-from pipelines.train import loaders, make_trainer
+from closedloop.config import compose
+from closedloop.data.collect import collect
+from closedloop.models.nets import build_model
+from closedloop.training.module import LitClassifier
+from closedloop.training.train import loaders, make_trainer
 
 TARGET = 1.10
 

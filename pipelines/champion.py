@@ -1,31 +1,13 @@
-"""Stage `champion`: resolve the production model that models/registry.yaml names.
+"""Stage `champion`: the production model models/registry.yaml names, resolved and verified.
 
-Writes models/champion/: the production entry's weights, config and card, its training split
-(train.parquet, the drift reference) and entry.json. Before the first promotion entry.json is
-{"present": false}. The files come through DVC at the entry's recorded commit and must match
-its hash; otherwise the stage fails and the previous models/champion/ stays as it was.
+Writes models/champion/: the entry's weights, config and card fetched through DVC at its
+recorded commit and checked against its hash, its training split (the drift reference) and
+entry.json ({"present": false} before the first promotion).
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-
-from pipelines.io import atomic_dir, run_stage, write_json
-from pipelines.paths import CHAMPION_DIR, CHAMPION_ENTRY, REGISTRY
-from pipelines.registry import load_registry, production_entry, resolve_model
-
-
-def build_champion(
-    registry: Path = REGISTRY, out_dir: Path = CHAMPION_DIR, repo_root: Path = Path(".")
-) -> dict:
-    """Materialise the production entry into ``out_dir``; return what entry.json holds."""
-    entry = production_entry(load_registry(registry))
-    info = {"present": False} if entry is None else {"present": True, **entry}
-    with atomic_dir(out_dir) as tmp:
-        if entry is not None:
-            resolve_model(entry, tmp, repo_root)
-        write_json(tmp / CHAMPION_ENTRY.name, info)
-    return info
+from closedloop.errors import run_stage
+from closedloop.paths import CHAMPION_DIR, CHAMPION_ENTRY
+from closedloop.registry.champion import build_champion
 
 
 def main() -> None:
@@ -40,4 +22,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, __doc__)

@@ -82,6 +82,6 @@ def make_project(dest: Path, max_epochs: int = 3) -> Path:
 @pytest.fixture
 def tiny_params():
     """The default config, composed, on the CPU with two epochs."""
-    from pipelines.config import compose
+    from closedloop.config import compose
 
     return compose(["trainer=cpu", "trainer.max_epochs=2"], conf_dir=ROOT / "conf")

@@ -11,10 +11,11 @@ import pytest
 import torch
 import yaml
 
-from pipelines.config import GROUPS, ConfigError, compose, dump, load_params, validate
-from pipelines.data import load_source, resolve_columns, split_frame
-from pipelines.models import build_model
-from pipelines.train import TRAINER_KEYS, make_trainer
+from closedloop.config import GROUPS, compose, dump, load_params, validate
+from closedloop.data.snapshot import load_source, resolve_columns, split_frame
+from closedloop.errors import ConfigError
+from closedloop.models.nets import build_model
+from closedloop.training.train import TRAINER_KEYS, make_trainer
 from tests.conftest import ROOT, run
 
 CONF = ROOT / "conf"

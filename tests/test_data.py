@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.collect import collect
-from pipelines.config import compose
-from pipelines.data import DataError, frame_schema, read_schema, read_split, validate_frame
+from closedloop.config import compose
+from closedloop.data.collect import collect
+from closedloop.data.snapshot import frame_schema, read_schema, read_split, validate_frame
+from closedloop.errors import DataError
 from tests.conftest import ROOT
 
 

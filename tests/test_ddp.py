@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines.config import compose, dump
+from closedloop.config import compose, dump
 from tests.conftest import ROOT, run
 
 pytestmark = pytest.mark.slow

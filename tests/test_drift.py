@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.collect import collect
-from pipelines.config import compose, dump
-from pipelines.data import DataError
-from pipelines.drift import drift, measure_drift, sample_rows, with_predictions
-from pipelines.models import load_model
-from pipelines.paths import CANDIDATE_DIR, SNAPSHOT_DIR
-from pipelines.train import train
+from closedloop.config import compose, dump
+from closedloop.data.collect import collect
+from closedloop.errors import DataError
+from closedloop.evaluation.drift import drift, measure_drift, sample_rows, with_predictions
+from closedloop.models.persist import load_model
+from closedloop.paths import CANDIDATE_DIR, SNAPSHOT_DIR
+from closedloop.training.train import train
 from tests.conftest import ROOT, run
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
-from pipelines.data import DataError
-from pipelines.errors import main, mispredictions, query, summary
-from pipelines.paths import ERRORS_MD, ERRORS_TABLE
+from closedloop.cli import cli
+from closedloop.errors import DataError
+from closedloop.evaluation.error_analysis import mispredictions, query, summary
+from closedloop.paths import ERRORS_MD, ERRORS_TABLE
+from pipelines.errors import main
 
 
 @pytest.fixture
@@ -66,8 +69,8 @@ def test_stage_and_cli(eval_frame, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "reports/eval").mkdir(parents=True)
     eval_frame.to_csv(tmp_path / "reports/eval/production.csv", index=False)
-    main([])
+    main()
     assert pd.read_parquet(ERRORS_TABLE).shape[0] == 154
     assert ERRORS_MD.read_text().startswith("# Error analysis")
-    main(["show", "--type", "rain->sun"])
-    assert "3 matching error(s)" in capsys.readouterr().out
+    shown = CliRunner().invoke(cli, ["errors", "show", "--type", "rain->sun"])
+    assert shown.exit_code == 0 and "3 matching error(s)" in shown.output

@@ -17,9 +17,9 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from pipelines.data import DataError
-from pipelines.evaluate import score
-from pipelines.slices import assign, slice_columns
+from closedloop.errors import DataError
+from closedloop.evaluation.evaluate import score
+from closedloop.evaluation.slices import assign, slice_columns
 
 
 @pytest.fixture(scope="module")

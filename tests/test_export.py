@@ -9,10 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import export as export_mod
-from pipelines.export import WATERMARK, export
-from pipelines.feedback import load
-from pipelines.store import FeedbackRecord, FeedbackStore, PredictionRecord, StoreError
+from closedloop.capture import export as export_mod
+from closedloop.capture.export import WATERMARK, export
+from closedloop.capture.feedback import load
+from closedloop.capture.store import FeedbackRecord, FeedbackStore, PredictionRecord
+from closedloop.errors import StoreError
 
 FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]
 CLASSES = ["drizzle", "fog", "rain", "snow", "sun"]
@@ -98,9 +99,8 @@ def test_export_updates_data_dvc(tmp_path):
     run(["dvc", "add", "-q", "data"], repo)
     before = (repo / "data.dvc").read_text()
     run(
-        ["python", "-m", "pipelines.export", "--store-url", url],
+        ["closedloop", "export", "--store-url", url],
         repo,
-        extra_env={"PYTHONPATH": str(__import__("tests.conftest").conftest.ROOT)},
     )
     after = (repo / "data.dvc").read_text()
     assert after != before and "nfiles: 3" in after  # two partitions and the watermark

@@ -8,10 +8,10 @@ import json
 import pandas as pd
 import pytest
 
-from pipelines.collect import collect
-from pipelines.config import compose
-from pipelines.data import read_schema, read_split
-from pipelines.paths import QUARANTINE
+from closedloop.config import compose
+from closedloop.data.collect import collect
+from closedloop.data.snapshot import read_schema, read_split
+from closedloop.paths import QUARANTINE
 from tests.conftest import ROOT
 
 FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]
@@ -19,7 +19,7 @@ CLASSES = ["drizzle", "fog", "rain", "snow", "sun"]
 
 
 def export_like(data_dir, day: str, kind: str, rows: list[dict], seq: tuple[int, int]):
-    """Write a partition as `python -m pipelines.export` does."""
+    """Write a partition as `closedloop export` does."""
     part = data_dir / "feedback" / f"date={day}"
     part.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_parquet(part / f"part-{kind}-{seq[0]}-{seq[1]}.parquet", index=False)
@@ -156,7 +156,7 @@ def test_corrupt_rows_are_quarantined_with_reasons(tmp_path, monkeypatch, produc
 def test_arrow_and_pandera_paths_reach_the_same_verdict(tmp_path, monkeypatch, production_log):
     """The vectorised Arrow check is only a fast path: on the same corrupt files, forcing
     every file through pandera gives the same kept rows, reasons and counts."""
-    from pipelines import feedback
+    from closedloop.capture import feedback
 
     data, _ = production_log
     now = pd.Timestamp("2026-01-06T00:00:00Z")

@@ -14,9 +14,10 @@ import sys
 import numpy as np
 import pytest
 
-from pipelines import gate
-from pipelines.io import write_json
-from pipelines.stats import compare_split
+from closedloop.evaluation.statistics import compare_split
+from closedloop.gating import gate
+from closedloop.io import write_json
+from pipelines import gate as gate_stage
 from tests.conftest import ROOT
 from tests.test_stats import METRICS_CFG, PARAMS, eval_frame, seattle
 
@@ -263,7 +264,7 @@ def write_inputs(root, comparison, metrics, champion=CHAMPION):
 def test_main_writes_gate_json(tmp_path, monkeypatch, capsys):
     write_inputs(tmp_path, *reports("better"))
     monkeypatch.chdir(tmp_path)
-    gate.main([])
+    gate_stage.main()
     out = json.loads((tmp_path / "reports/gate.json").read_text())
     assert set(out) == {"verdict", "model_hash", "champion", "split", "policy", "checks"}
     assert out["verdict"] == "pass" and out["model_hash"] == "b" * 64
@@ -272,7 +273,7 @@ def test_main_writes_gate_json(tmp_path, monkeypatch, capsys):
         assert {"name", "passed", "status", "value", "threshold", "reason"} <= set(c)
     assert "gate: PASS" in capsys.readouterr().out
     write_json(tmp_path / "models/champion/entry.json", {"present": False})
-    gate.main([])
+    gate_stage.main()
     assert json.loads((tmp_path / "reports/gate.json").read_text())["champion"] is None
 
 

@@ -62,7 +62,7 @@ def fill_store(url: str, n: int = 365) -> None:
     """Production traffic for 2014, every prediction later corrected by its user."""
     from vega_datasets import local_data
 
-    from pipelines.store import FeedbackRecord, FeedbackStore, PredictionRecord
+    from closedloop.capture.store import FeedbackRecord, FeedbackStore, PredictionRecord
 
     days = local_data.seattle_weather()
     days = days[(days.date >= "2014-01-01") & (days.date <= "2014-12-31")].head(n)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.collect import collect
-from pipelines.config import compose
-from pipelines.train import train
+from closedloop.config import compose
+from closedloop.data.collect import collect
+from closedloop.training.train import train
 from tests.conftest import ROOT
 
 

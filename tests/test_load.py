@@ -14,12 +14,12 @@ import time
 import httpx
 import pytest
 
-from pipelines.collect import collect
-from pipelines.config import compose, dump
-from pipelines.export import export
-from pipelines.feedback import load
-from pipelines.serve import spawn
-from pipelines.train import train
+from closedloop.capture.export import export
+from closedloop.capture.feedback import load
+from closedloop.config import compose, dump
+from closedloop.data.collect import collect
+from closedloop.serving.server import spawn
+from closedloop.training.train import train
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

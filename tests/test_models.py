@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pipelines.collect import collect
-from pipelines.config import compose
-from pipelines.models import build_model, load_model, predict_proba, save_model
-from pipelines.train import train
+from closedloop.config import compose
+from closedloop.data.collect import collect
+from closedloop.models.nets import build_model
+from closedloop.models.persist import load_model, predict_proba, save_model
+from closedloop.training.train import train
 from tests.conftest import ROOT
 
 

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.champion import build_champion
-from pipelines.io import sha256_file
-from pipelines.promote import promote
-from pipelines.registry import (
-    RegistryError,
+from closedloop.errors import RegistryError
+from closedloop.io import sha256_file
+from closedloop.registry.champion import build_champion
+from closedloop.registry.promote import promote
+from closedloop.registry.registry import (
     dump_registry,
     empty_registry,
     load_registry,
@@ -29,19 +28,12 @@ from pipelines.registry import (
     resolve_model,
     save_registry,
 )
-from pipelines.rollback import rollback
+from closedloop.registry.rollback import rollback
 from tests.conftest import ROOT, make_project, run
 
-OWN_FILES = [
-    "pipelines/registry.py",
-    "pipelines/champion.py",
-    "pipelines/promote.py",
-    "pipelines/rollback.py",
-    "models/registry.yaml",
-]
 REG = Path("models/registry.yaml")
 WEIGHTS = Path("models/candidate/model.safetensors")
-PY_ENV = {"PYTHONPATH": str(ROOT)}
+PY_ENV = {"PYTHONPATH": str(ROOT)}  # pipelines/ from here; it puts src/ first itself
 
 
 def entry(i: int, version: str) -> dict:
@@ -68,8 +60,10 @@ def promoted(*versions: str) -> dict:
     return reg
 
 
-def cli(module: str, *args: str, cwd: Path, check: bool = False):
-    return run([sys.executable, "-m", f"pipelines.{module}", *args], cwd, check, PY_ENV)
+def cli(command: str, *args: str, cwd: Path, check: bool = False):
+    """`closedloop COMMAND`, or the DVC stage `python -m pipelines.champion`."""
+    module = ["pipelines.champion"] if command == "champion" else ["closedloop", command]
+    return run([sys.executable, "-m", *module, *args], cwd, check, PY_ENV)
 
 
 def assert_one_line_error(proc, *words: str) -> None:
@@ -255,7 +249,7 @@ def test_a_failed_replace_leaves_the_old_registry(tmp_path, monkeypatch):
 
 KILLED_WRITER = """
 import os, pathlib, signal, sys
-from pipelines.registry import empty_registry, record, save_registry
+from closedloop.registry.registry import empty_registry, record, save_registry
 from tests.test_registry import entry
 reg = empty_registry()
 for i in range(1, 1001):  # a large registry, about 0.5 MB
@@ -328,9 +322,6 @@ def write_gate(root: Path, verdict: str = "pass", model_hash: str | None = None)
 def project(tmp_path_factory) -> Path:
     """A project with a trained candidate whose dvc.lock and passing gate are committed."""
     root = make_project(tmp_path_factory.mktemp("registry"))
-    for rel in OWN_FILES:  # until these files are committed, make_project does not copy them
-        if not (root / rel).exists():
-            shutil.copy2(ROOT / rel, root / rel)
     run(["dvc", "repro", "train"], root)
     write_gate(root)
     commit(root, "candidate 1 with a passing gate")

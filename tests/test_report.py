@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from pipelines.io import write_json
-from pipelines.report import COMMENT_LIMIT, MARKER, render
+from closedloop.io import write_json
+from closedloop.reporting.report import COMMENT_LIMIT, MARKER, render
 
 ORDER = [
     "closedloop benchmark",

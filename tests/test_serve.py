@@ -7,11 +7,11 @@ import sqlite3
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines.collect import collect
-from pipelines.config import compose
-from pipelines.serve import ServedModel, create_app, load_served_model
-from pipelines.store import FeedbackStore, PredictionRecord
-from pipelines.train import train
+from closedloop.capture.store import FeedbackStore, PredictionRecord
+from closedloop.config import compose
+from closedloop.data.collect import collect
+from closedloop.serving.server import ServedModel, create_app, load_served_model
+from closedloop.training.train import train
 from tests.conftest import ROOT
 
 GOOD = {"precipitation": 0.0, "temp_max": 12.8, "temp_min": 5.0, "wind": 4.7}

@@ -19,9 +19,15 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 from statsmodels.stats.multitest import multipletests
 
-from pipelines.data import DataError
-from pipelines.slices import slice_columns
-from pipelines.stats import compare_split, holm, mcnemar, metric_value, paired_delta_ci
+from closedloop.errors import DataError
+from closedloop.evaluation.slices import slice_columns
+from closedloop.evaluation.statistics import (
+    compare_split,
+    holm,
+    mcnemar,
+    metric_value,
+    paired_delta_ci,
+)
 from tests.conftest import ROOT
 
 FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]

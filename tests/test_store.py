@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from pipelines.store import FeedbackRecord, FeedbackStore, PredictionRecord, StoreError
+from closedloop.capture.store import FeedbackRecord, FeedbackStore, PredictionRecord
+from closedloop.errors import StoreError
 from tests.conftest import ROOT
 
 NOW = dt.datetime(2014, 3, 1, 12, 30, tzinfo=dt.timezone.utc)
@@ -151,7 +152,7 @@ def test_hashing_without_a_key_or_an_unknown_mode_refuses_to_start(db):
 
 WRITER = """
 import datetime as dt, sys
-from pipelines.store import FeedbackStore, PredictionRecord
+from closedloop.capture.store import FeedbackStore, PredictionRecord
 store = FeedbackStore(sys.argv[1], batch_size=32)
 now = dt.datetime.now(dt.timezone.utc)
 for i in range(1_000_000):

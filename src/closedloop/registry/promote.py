@@ -1,4 +1,4 @@
-"""`python -m pipelines.promote`: record the current candidate as production in the registry.
+"""`closedloop promote`: record the current candidate as production in the registry.
 
 Refuses unless reports/gate.json passes for this exact candidate and HEAD's dvc.lock records
 it, so that the entry's commit resolves, through DVC, to the very weights the gate judged.
@@ -7,7 +7,6 @@ It only edits models/registry.yaml; production changes when a reviewed PR merges
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import tempfile
@@ -15,12 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.io import read_json, run_stage, sha256_file, write_text
-from pipelines.paths import CANDIDATE_DIR, CARD_JSON, GATE, METRICS, PARAMS, REGISTRY, WEIGHTS
-from pipelines.registry import (
+from closedloop.errors import RegistryError
+from closedloop.io import read_json, sha256_file
+from closedloop.paths import CANDIDATE_DIR, CARD_JSON, GATE, METRICS, PARAMS, REGISTRY, WEIGHTS
+from closedloop.registry.registry import (
     VERSION_RE,
-    RegistryError,
-    describe,
     find_version,
     load_registry,
     next_version,
@@ -125,7 +123,7 @@ def promote(
     if taken is not None:
         raise RegistryError(
             f"{registry}: this candidate is already registered as {taken['version']}; "
-            f"to make it production again: python -m pipelines.rollback --to {taken['version']}"
+            f"to make it production again: closedloop rollback --to {taken['version']}"
         )
 
     commit = _git(root, "rev-parse", "HEAD").strip()
@@ -164,31 +162,3 @@ def registered_as(registry: Path = REGISTRY, root: Path = Path(".")) -> str | No
         (e for e in load_registry(registry)["versions"] if e["model_hash"] == digest), None
     )
     return entry["version"] if entry else None
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.promote", description=__doc__)
-    parser.add_argument("--version", help="version to register (default: next minor, v1.0.0 first)")
-    parser.add_argument("--change", default="local", help='what brought it, e.g. "PR #12"')
-    parser.add_argument("--registry", type=Path, default=REGISTRY)
-    parser.add_argument("--body-out", type=Path, help="write a pull-request body (Markdown) here")
-    parser.add_argument(
-        "--if-new",
-        action="store_true",
-        help="exit 0 without a change when the candidate is already registered",
-    )
-    args = parser.parse_args(argv)
-    if args.if_new and (known := registered_as(args.registry)):
-        print(f"promote: the candidate is already registered as {known}; nothing to promote")
-        return
-    _, entry, previous = promote(registry=args.registry, version=args.version, change=args.change)
-    if args.body_out:
-        write_text(args.body_out, describe(entry, previous, f"Promote {entry['version']}"))
-    print(
-        f"promote: {entry['version']} (sha256 {entry['model_hash'][:12]}, commit "
-        f"{entry['commit'][:12]}) is production in {args.registry}; previous: {previous}"
-    )
-
-
-if __name__ == "__main__":
-    run_stage(main)

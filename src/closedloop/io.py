@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,22 +74,6 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def run_stage(main: Callable[[], Any]) -> None:
-    """Run a stage's main: bad config, data or registry is one line on stderr and exit code 2."""
-    import sys
-
-    from pipelines.config import ConfigError
-    from pipelines.data import DataError
-    from pipelines.registry import RegistryError
-    from pipelines.store import StoreError
-
-    try:
-        main()
-    except (ConfigError, DataError, RegistryError, StoreError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def csv_text(rows: list[dict], fields: list[str]) -> str:

@@ -1,6 +1,6 @@
 """Production feedback exported into data/feedback/: read, validate, quarantine, join.
 
-`python -m pipelines.export` writes immutable partitions, one kind per file:
+`closedloop export` writes immutable partitions, one kind per file:
 ``data/feedback/date=YYYY-MM-DD/part-predictions-<seq>-<seq>.parquet`` (request_id, ts,
 model_version, event_time, prediction, probabilities, latency_ms, one ``x_<feature>`` column
 per feature) and ``part-feedback-...parquet`` (request_id, ts, label, action, source).

@@ -5,21 +5,18 @@
     POST /feedback  {"request_id", "label", "action"?: accept|correct|reject, "source"?}
     GET  /healthz   -> model version, where it came from, feedback store state
 
-A 2xx means the record is committed to the feedback store (group commit, see pipelines/store.py),
+A 2xx means the record is committed to the feedback store (group commit, see closedloop.capture.store),
 so a crash never loses an acknowledged prediction or feedback. Anything refused (4xx, 5xx) is
 not stored. Bad input gets one line naming the field: 422 for a bad field or malformed JSON,
 413 for a body over serve.max_body_bytes, 404 for feedback on an unknown request id, 503 when
 the store cannot commit.
 
-    python -m pipelines.serve [--host H] [--port P] [--store-url URL] [--model-dir DIR]
-                              [--no-logging]
+    closedloop serve [--host H] [--port P] [--store-url URL] [--model-dir DIR] [--no-logging]
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import importlib.util
 import json
 import logging
 import math
@@ -42,18 +39,18 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from pipelines.config import ConfigError, load_params
-from pipelines.io import run_stage, sha256_file
-from pipelines.models import load_model, predict_proba
-from pipelines.paths import CANDIDATE_DIR, WEIGHTS
-from pipelines.store import (
+from closedloop.capture.store import (
     ACTIONS,
     FeedbackRecord,
     FeedbackStore,
     NullStore,
     PredictionRecord,
-    StoreError,
 )
+from closedloop.config import load_params
+from closedloop.errors import ConfigError, StoreError
+from closedloop.io import sha256_file
+from closedloop.models.persist import load_model, predict_proba
+from closedloop.paths import CANDIDATE_DIR, WEIGHTS
 
 log = logging.getLogger("closedloop.serve")
 
@@ -83,12 +80,8 @@ def load_served_model(
 
     ``model_dir`` pins a directory (tests, local trials); it is served as a candidate.
     """
-    if (
-        model_dir is None
-        and registry_path.exists()
-        and importlib.util.find_spec("pipelines.registry")
-    ):
-        from pipelines import registry
+    if model_dir is None and registry_path.exists():
+        from closedloop.registry import registry
 
         entry = registry.production_entry(registry.load_registry(registry_path))
         if entry is not None:
@@ -100,7 +93,7 @@ def load_served_model(
     elif model_dir is not None:
         why, candidate_dir = f"--model-dir {model_dir}", Path(model_dir)
     else:
-        why = f"no production model ({registry_path} or pipelines/registry.py missing)"
+        why = f"no production model ({registry_path} missing)"
     if not (Path(candidate_dir) / WEIGHTS).exists():
         raise ConfigError(f"{candidate_dir}: no model to serve ({why}); run `dvc repro` first")
     digest = sha256_file(Path(candidate_dir) / WEIGHTS)
@@ -326,12 +319,12 @@ async def _persist(persist, record) -> None:
 def spawn(
     args: list[str], cwd: Path, env: dict | None = None, timeout: float = 120.0
 ) -> tuple[subprocess.Popen, str]:
-    """Start `python -m pipelines.serve ARGS` on a free 127.0.0.1 port; return it and its URL
+    """Start `closedloop serve ARGS` on a free 127.0.0.1 port; return it and its URL
     once /healthz answers. The demo, the load test and the serving benchmark start it so."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "pipelines.serve", "--port", str(port), *args]
+    cmd = [sys.executable, "-m", "closedloop", "serve", "--port", str(port), *args]
     url = f"http://127.0.0.1:{port}"
     # Its output goes to a file, not a pipe: nobody reads a pipe, and a full one would stall
     # the server. The server keeps the file open after we close ours.
@@ -352,43 +345,35 @@ def spawn(
     raise RuntimeError(f"the server did not become healthy in {timeout:.0f}s: {tail[0]}")
 
 
-def main() -> None:
+def run_server(
+    host: str | None = None,
+    port: int | None = None,
+    store_url: str | None = None,
+    model_dir: Path | None = None,
+    no_logging: bool = False,
+) -> None:
+    """Serve until stopped: `closedloop serve` (make serve). Defaults come from conf/serve/."""
     import uvicorn
 
     params = load_params()
     serve = params["serve"]
-    ap = argparse.ArgumentParser(
-        prog="python -m pipelines.serve", description=__doc__.split("\n")[0]
-    )
-    ap.add_argument("--host", default=serve["host"], help="listen address (serve.host)")
-    ap.add_argument("--port", type=int, default=serve["port"], help="listen port (serve.port)")
-    ap.add_argument(
-        "--store-url", default=serve["store_url"], help="feedback store (serve.store_url)"
-    )
-    ap.add_argument("--model-dir", type=Path, help="serve this model directory, not the registry's")
-    ap.add_argument(
-        "--no-logging", action="store_true", help="store nothing (benchmark baseline only)"
-    )
-    args = ap.parse_args()
+    host = host or serve["host"]
+    port = port or serve["port"]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)  # batch-of-one inference: extra threads only add contention
-    served = load_served_model(args.model_dir)
-    if args.no_logging:
+    served = load_served_model(model_dir)
+    if no_logging:
         store: FeedbackStore | NullStore = NullStore()
         log.warning("serve: --no-logging: predictions and feedback are NOT stored")
     else:
-        store = open_store(params, args.store_url)
+        store = open_store(params, store_url)
     log.info(
         "serve: model %s (%s) on http://%s:%d, store %s",
         served.version,
         served.source,
-        args.host,
-        args.port,
+        host,
+        port,
         store.url,
     )
     app = create_app(params, served, store)
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning")
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")

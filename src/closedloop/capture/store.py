@@ -70,14 +70,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from closedloop.errors import StoreError
+
 log = logging.getLogger("closedloop.store")
 
 ACTIONS = ("accept", "correct", "reject")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
-class StoreError(RuntimeError):
-    """The store could not take or commit a record: one line naming the cause."""
 
 
 @dataclass(slots=True)
@@ -220,7 +218,7 @@ COLUMNS = {
 }
 TABLES = {"p": PREDICTIONS, "f": FEEDBACK}
 _FRAME = struct.Struct("<I")
-_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # src/, for a writer started outside an install
 
 
 def _frame(obj: Any) -> bytes:
@@ -475,7 +473,13 @@ class FeedbackStore:
             filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")])
         )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.store", str(to_writer_r), str(from_writer_w)],
+            [
+                sys.executable,
+                "-m",
+                "closedloop.capture.store",
+                str(to_writer_r),
+                str(from_writer_w),
+            ],
             pass_fds=(to_writer_r, from_writer_w),
             stdin=subprocess.DEVNULL,
             env=env,

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pipelines.serve import spawn
+from closedloop.serving.server import spawn
 
 NOISE = (
     "WARNING: Location",
@@ -73,7 +73,7 @@ class Demo:
         return self.run("git", *args, quiet=True)
 
 
-def main() -> None:
+def run_demo() -> None:
     root = Path.cwd()
     work = root / ".demo" / "repo"
     shutil.rmtree(work, ignore_errors=True)
@@ -90,7 +90,7 @@ def main() -> None:
     d.git("commit", "-qm", "demo: v1 trained")
 
     d.step("2/8  Promote v1: the local stand-in for a reviewed, merged promotion PR")
-    d.run(sys.executable, "-m", "pipelines.promote", "--change", "demo: promotion PR #1")
+    d.run(sys.executable, "-m", "closedloop", "promote", "--change", "demo: promotion PR #1")
     d.git("commit", "-qam", "demo: promote v1")
     d.run("dvc", "repro", "champion")
 
@@ -106,7 +106,8 @@ def main() -> None:
         d.run(
             sys.executable,
             "-m",
-            "pipelines.simulate",
+            "closedloop",
+            "simulate",
             "--url",
             url,
             "--start",
@@ -127,7 +128,7 @@ def main() -> None:
         server.wait(timeout=30)
 
     d.step("5/8  Export the feedback into data/feedback/ and update data.dvc")
-    d.run(sys.executable, "-m", "pipelines.export")
+    d.run(sys.executable, "-m", "closedloop", "export")
     d.git("add", "data.dvc")
     d.git("commit", "-qm", "demo: new production feedback")
 
@@ -143,7 +144,8 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "pipelines.promote",
+            "closedloop",
+            "promote",
             "--change",
             "demo: promotion PR #2",
             "--body-out",
@@ -163,7 +165,8 @@ def main() -> None:
         d.run(
             sys.executable,
             "-m",
-            "pipelines.rollback",
+            "closedloop",
+            "rollback",
             "--change",
             "demo: rollback drill",
             "--body-out",
@@ -198,7 +201,3 @@ def main() -> None:
     ]:
         mark = "" if (work / path).exists() else "  (not produced)"
         print(f"  {rel / path!s:<40} {what}{mark}")
-
-
-if __name__ == "__main__":
-    main()

@@ -5,18 +5,16 @@ date as event_time. For a seeded fraction of the answered predictions the true l
 back later as POST /feedback (action "accept" when the prediction was right, "correct" when
 it was wrong, source "simulator"). Bounded: at most --limit requests and --max-seconds.
 
-    python -m pipelines.simulate [--url http://127.0.0.1:8000] [--rate 200] [--limit N]
+    closedloop simulate [--url http://127.0.0.1:8000] [--rate 200] [--limit N]
         [--concurrency 16] [--feedback-coverage 0.5] [--feedback-delay 0.0]
         [--start 2014-01-01 --end 2014-12-31] [--seed 0] [--max-seconds 600]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +22,9 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from pipelines.data import DataError, read_schema, read_split
-from pipelines.io import run_stage
-from pipelines.paths import SNAPSHOT_DIR
+from closedloop.data.snapshot import read_schema, read_split
+from closedloop.errors import DataError
+from closedloop.paths import SNAPSHOT_DIR
 
 
 @dataclass
@@ -174,48 +172,3 @@ async def replay(
         await asyncio.gather(*later)
     s.seconds = time.monotonic() - start
     return s
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        prog="python -m pipelines.simulate", description=__doc__.split("\n")[0]
-    )
-    ap.add_argument("--url", default="http://127.0.0.1:8000", help="the prediction server")
-    ap.add_argument("--rate", type=float, default=200.0, help="requests per second (0: no cap)")
-    ap.add_argument("--limit", type=int, help="predictions to send (default: each row once)")
-    ap.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
-    ap.add_argument("--feedback-coverage", type=float, default=0.5, help="share given feedback")
-    ap.add_argument("--feedback-delay", type=float, default=0.0, help="seconds before feedback")
-    ap.add_argument("--start", help="first event date to replay (YYYY-MM-DD)")
-    ap.add_argument("--end", help="last event date to replay (YYYY-MM-DD)")
-    ap.add_argument("--seed", type=int, default=0, help="seeds which predictions get feedback")
-    ap.add_argument("--max-seconds", type=float, default=600.0, help="stop sending after this")
-    ap.add_argument("--max-errors", type=int, default=100, help="stop after this many errors")
-    ap.add_argument("--snapshot", type=Path, default=SNAPSHOT_DIR, help="collect's snapshot dir")
-    args = ap.parse_args()
-    if args.concurrency < 1 or args.rate < 0 or not 0 <= args.feedback_coverage <= 1:
-        ap.error("need --concurrency >= 1, --rate >= 0 and --feedback-coverage in [0, 1]")
-    if args.limit is not None and args.limit < 0:
-        ap.error("--limit must be >= 0")
-    rows = production_rows(args.snapshot, args.start, args.end)
-    summary = asyncio.run(
-        replay(
-            args.url,
-            rows,
-            limit=args.limit,
-            concurrency=args.concurrency,
-            rate=args.rate,
-            feedback_coverage=args.feedback_coverage,
-            feedback_delay=args.feedback_delay,
-            seed=args.seed,
-            max_seconds=args.max_seconds,
-            max_errors=args.max_errors,
-        )
-    )
-    print(summary.line())
-    if summary.errors:
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    run_stage(main)

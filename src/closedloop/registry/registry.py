@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from pipelines.io import atomic_dir, sha256_file, write_text
-from pipelines.paths import CANDIDATE_DIR, REFERENCE_DATA, REGISTRY, SNAPSHOT_DIR, WEIGHTS
+from closedloop.errors import RegistryError
+from closedloop.io import atomic_dir, sha256_file, write_text
+from closedloop.paths import CANDIDATE_DIR, REFERENCE_DATA, REGISTRY, SNAPSHOT_DIR, WEIGHTS
 
 VERSION_RE = re.compile(r"v(\d+)\.(\d+)\.(\d+)")
 HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -26,7 +27,7 @@ ACTIONS = ("promote", "rollback")
 
 HEADER = """\
 # Which model version is in production, with its whole history.
-# Written only by `python -m pipelines.promote` and `python -m pipelines.rollback` (make
+# Written only by `closedloop promote` and `closedloop rollback` (make
 # promote / make rollback); a change reaches main through a reviewed pull request
 # (.github/CODEOWNERS). Rolling back is also one `git revert` of such a PR away.
 # An entry pins a model by the commit whose dvc.lock records models/candidate and by the
@@ -56,10 +57,6 @@ ENTRY_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "change": ("a string", _text()),
     "promoted_at": ("an ISO timestamp string", _text()),
 }
-
-
-class RegistryError(ValueError):
-    """The registry or what it points to is unusable; the message names the culprit."""
 
 
 def utc_now() -> str:
@@ -134,7 +131,7 @@ def check_registry(reg: Any) -> str | None:
     if production != last:
         return (
             f"production: {production!r} disagrees with the last history event ({last!r}); "
-            "change production only with pipelines.promote or pipelines.rollback"
+            "change production only with closedloop promote or closedloop rollback"
         )
     return None
 

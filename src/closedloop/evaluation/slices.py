@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from pipelines.data import DataError
+from closedloop.errors import DataError
 
 SEASONS = {
     12: "winter",

@@ -1,6 +1,6 @@
 """Export: move new records out of the feedback store into immutable Parquet partitions.
 
-    python -m pipelines.export [--store-url URL] [--data-dir data] [--no-dvc]
+    closedloop export [--store-url URL] [--data-dir data] [--no-dvc]
 
 Writes ``data/feedback/date=YYYY-MM-DD/part-<kind>-<firstseq>-<lastseq>.parquet`` (date: the
 record's UTC ``ts``; one kind per file) for the records with ``seq`` above the watermark in
@@ -22,7 +22,6 @@ Feedback files: request_id, ts, label, action, source.
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import re
@@ -36,11 +35,12 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 from sqlalchemy import func, select
 
-from pipelines.feedback import FEEDBACK as FEEDBACK_PREFIX
-from pipelines.feedback import PREDICTIONS as PREDICTION_PREFIX
-from pipelines.io import atomic_path, read_json, run_stage, write_json
-from pipelines.paths import DATA_DIR
-from pipelines.store import FEEDBACK, PREDICTIONS, StoreError, open_engine, store_id
+from closedloop.capture.feedback import FEEDBACK as FEEDBACK_PREFIX
+from closedloop.capture.feedback import PREDICTIONS as PREDICTION_PREFIX
+from closedloop.capture.store import FEEDBACK, PREDICTIONS, open_engine, store_id
+from closedloop.errors import ConfigError, StoreError
+from closedloop.io import atomic_path, read_json, write_json
+from closedloop.paths import DATA_DIR
 
 CHUNK = 200_000  # records read from the store at a time
 WATERMARK = "_watermark.json"
@@ -154,37 +154,15 @@ def export(store_url: str, data_dir: Path = DATA_DIR, chunk: int = CHUNK) -> dic
     return moved
 
 
-def main(argv: list[str] | None = None) -> None:
-    from pipelines.config import ConfigError, load_params
-
-    ap = argparse.ArgumentParser(
-        prog="python -m pipelines.export", description=__doc__.splitlines()[0]
+def dvc_add(data_dir: Path) -> None:
+    """Record the new partitions in data.dvc (`dvc add data`)."""
+    data = Path(data_dir).resolve()
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "add", "-q", data.name],
+        cwd=data.parent,
+        capture_output=True,
+        text=True,
     )
-    ap.add_argument("--store-url", help="the feedback store (default: serve.store_url)")
-    ap.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    ap.add_argument("--no-dvc", action="store_true", help="do not run `dvc add` afterwards")
-    args = ap.parse_args(argv)
-    url = args.store_url or load_params()["serve"]["store_url"]
-    try:
-        moved = export(url, args.data_dir)
-    except StoreError as e:
-        raise ConfigError(f"--store-url: {e}") from None
-    if not args.no_dvc:
-        data = args.data_dir.resolve()
-        proc = subprocess.run(
-            [sys.executable, "-m", "dvc", "add", "-q", data.name],
-            cwd=data.parent,
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
-            raise ConfigError(f"`dvc add {args.data_dir}` failed: {lines[-1]}")
-    print(
-        f"export: {moved['predictions']} predictions, {moved['feedback']} feedback -> "
-        f"{args.data_dir}/feedback/" + ("" if args.no_dvc else " (data.dvc updated)")
-    )
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+        raise ConfigError(f"`dvc add {data_dir}` failed: {lines[-1]}")

@@ -18,16 +18,13 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from pipelines.paths import CONF_DIR, PARAMS
+from closedloop.errors import ConfigError
+from closedloop.paths import CONF_DIR, PARAMS
 
 GROUPS = ("dataset", "model", "trainer", "metrics", "slices", "drift", "gates", "serve")
 SOURCES = ("seattle_weather", "digits", "synthetic")
 ARCHS = ("mlp", "cnn")
 SPLITS = ("train", "val", "production")
-
-
-class ConfigError(ValueError):
-    """A bad config: the message is one line naming the file and the key."""
 
 
 # --------------------------------------------------------------------------- schema
@@ -569,3 +566,18 @@ def load_params(path: Path = PARAMS) -> dict:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     return validate(raw)
+
+
+def under_experiment() -> bool:
+    """True inside `dvc exp run`, where DVC has already composed params.yaml."""
+    import os
+
+    return bool(os.environ.get("DVC_EXP_NAME"))
+
+
+def params_for_compose(overrides: list[str] | tuple[str, ...] = (), params: Path = PARAMS) -> dict:
+    """What the compose stage writes: under `dvc exp run`, the params.yaml DVC just composed
+    with the -S overrides (validated; recomposing would drop them); otherwise conf/ composed."""
+    if under_experiment() and not overrides and Path(params).exists():
+        return validate(yaml.safe_load(Path(params).read_text()))
+    return compose(overrides)

@@ -14,13 +14,10 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from pipelines.config import SPLITS
-from pipelines.io import read_json
-from pipelines.paths import SCHEMA, SNAPSHOT_DIR
-
-
-class DataError(ValueError):
-    """Data that does not match its declared schema: one line naming the column."""
+from closedloop.config import SPLITS
+from closedloop.errors import DataError
+from closedloop.io import read_json
+from closedloop.paths import SCHEMA, SNAPSHOT_DIR
 
 
 # ------------------------------------------------------------------------ sources

@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from pipelines.data import DataError
+from closedloop.errors import DataError
 
 DIGITS = 6
 METRICS = ("accuracy", "macro_f1")

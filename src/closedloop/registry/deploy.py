@@ -2,24 +2,23 @@
 
 Run by .github/workflows/deploy.yml after a promotion or rollback PR merges, and by hand:
 
-    python -m pipelines.deploy verify   # gate verdict pass, weights resolve and match the hash
-    python -m pipelines.deploy tag [--push]   # GTO-format tags: <model>@vX.Y.Z, <model>#prod#N
-    python -m pipelines.deploy hook     # run deploy/hook.sh with the resolved model
+    closedloop deploy verify   # gate verdict pass, weights resolve and match the hash
+    closedloop deploy tag [--push]   # GTO-format tags: <model>@vX.Y.Z, <model>#prod#N
+    closedloop deploy hook     # run deploy/hook.sh with the resolved model
 
 Tags follow GTO's conventions, so `gto show` and `gto history` read this repository too.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import tempfile
 from pathlib import Path
 
-from pipelines.io import run_stage
-from pipelines.paths import REGISTRY
-from pipelines.registry import RegistryError, load_registry, production_entry, resolve_model
+from closedloop.errors import RegistryError
+from closedloop.paths import REGISTRY
+from closedloop.registry.registry import load_registry, production_entry, resolve_model
 
 HOOK = Path("deploy/hook.sh")
 
@@ -89,24 +88,3 @@ def hook(registry: Path = REGISTRY) -> None:
             "CLOSEDLOOP_MODEL_DIR": str(model_dir),
         }
         subprocess.run(["bash", str(HOOK)], check=True, env=env)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.deploy", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("command", choices=["verify", "tag", "hook"])
-    parser.add_argument("--push", action="store_true", help="push the new tags to origin")
-    parser.add_argument("--registry", type=Path, default=REGISTRY)
-    args = parser.parse_args(argv)
-    if args.command == "verify":
-        entry = verify(args.registry)
-        print(f"deploy: {entry['version']} verified (gate pass, sha256 {entry['model_hash'][:12]})")
-    elif args.command == "tag":
-        print("deploy: tagged " + ", ".join(tag(args.registry, args.push)))
-    else:
-        hook(args.registry)
-
-
-if __name__ == "__main__":
-    run_stage(main)

@@ -1,0 +1,25 @@
+"""The config: Hydra composes conf/ into params.yaml, validated here with one-line errors."""
+
+from closedloop.config.core import (
+    GROUPS,
+    SPLITS,
+    compose,
+    dump,
+    load_params,
+    params_for_compose,
+    under_experiment,
+    validate,
+)
+from closedloop.errors import ConfigError
+
+__all__ = [
+    "GROUPS",
+    "SPLITS",
+    "ConfigError",
+    "compose",
+    "dump",
+    "load_params",
+    "params_for_compose",
+    "under_experiment",
+    "validate",
+]
