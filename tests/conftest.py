@@ -8,19 +8,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+
+from closedloop.config import compose, dump
+from closedloop.data.collect import collect
+from closedloop.evaluation.drift import drift
+from closedloop.paths import CANDIDATE_DIR, SNAPSHOT_DIR
+from closedloop.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    """Everything under tests/e2e is `slow`; `gpu` tests skip cleanly without CUDA."""
+    e2e = ROOT / "tests" / "e2e"
+    skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
-        if "gpu" in item.keywords:
+        if Path(item.fspath).is_relative_to(e2e):
+            item.add_marker(pytest.mark.slow)
+        if skip is not None and "gpu" in item.keywords:
             item.add_marker(skip)
 
 
@@ -79,9 +88,88 @@ def make_project(dest: Path, max_epochs: int = 3) -> Path:
     return dest
 
 
+# ------------------------------------------------------------ command lines
+REG = Path("models/registry.yaml")
+WEIGHTS = Path("models/candidate/model.safetensors")
+PY_ENV = {"PYTHONPATH": str(ROOT)}  # pipelines/ from here; it puts src/ first itself
+
+
+def cli(command: str, *args: str, cwd: Path, check: bool = False):
+    """`closedloop COMMAND`, or the DVC stage `python -m pipelines.champion`."""
+    module = ["pipelines.champion"] if command == "champion" else ["closedloop", command]
+    return run([sys.executable, "-m", *module, *args], cwd, check, PY_ENV)
+
+
+def assert_one_line_error(proc, *words: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
 @pytest.fixture
 def tiny_params():
     """The default config, composed, on the CPU with two epochs."""
     from closedloop.config import compose
 
     return compose(["trainer=cpu", "trainer.max_epochs=2"], conf_dir=ROOT / "conf")
+
+
+@pytest.fixture
+def sun_eval_frame():
+    """Real labels of the Seattle 2014 window with a predictor that always says 'sun'."""
+    from vega_datasets import local_data
+
+    df = local_data.seattle_weather()
+    df = df[(df.date >= "2014-01-01") & (df.date <= "2014-12-31")].reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "row": range(len(df)),
+            "date": df.date.dt.strftime("%Y-%m-%d"),
+            "actual": df.weather,
+            "predicted": "sun",
+            "confidence": [0.55 + 0.4 * (i % 2) for i in range(len(df))],
+            "slice_season": df.date.dt.month.map(
+                lambda m: "winter" if m in (12, 1, 2) else "other"
+            ),
+        }
+    )
+
+
+# ------------------------------------------------------------ drift
+@pytest.fixture(scope="session")
+def drift_project(tmp_path_factory):
+    """The real loop up to train in a scratch directory, with its params.yaml: seattle_weather
+    on the CPU, 15 epochs (a 3-epoch model's predictions only just shift: p = 0.013)."""
+    root = tmp_path_factory.mktemp("project")
+    params = compose(["trainer=cpu", "trainer.max_epochs=15"], conf_dir=ROOT / "conf")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        collect(params, SNAPSHOT_DIR, root / "data")
+        train(params, SNAPSHOT_DIR, CANDIDATE_DIR)
+    (root / "params.yaml").write_text(dump(params))
+    return root, params
+
+
+def measure_drift_on(project, out_dir, params=None, champion_entry=None, snapshot=None):
+    """Run the stage's function on the project's inputs, writing into ``out_dir``."""
+    root, default = project
+    return drift(
+        params or default,
+        snapshot=snapshot or root / SNAPSHOT_DIR,
+        model_dir=root / CANDIDATE_DIR,
+        champion_entry=champion_entry or out_dir / "no-champion" / "entry.json",
+        html=out_dir / "drift.html",
+        out=out_dir / "drift.json",
+    )
+
+
+def with_drift(params, **changes):
+    return {**params, "drift": {**params["drift"], **changes}}
+
+
+@pytest.fixture(scope="session")
+def drift_seattle(drift_project, tmp_path_factory):
+    out = tmp_path_factory.mktemp("seattle")
+    return measure_drift_on(drift_project, out), out

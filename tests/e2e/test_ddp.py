@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from closedloop.config import compose, dump
 from tests.conftest import ROOT, run
-
-pytestmark = pytest.mark.slow
 
 
 def test_two_process_cpu_ddp_trains_and_evaluates(tmp_path):

@@ -5,81 +5,27 @@ drift over the limit never do."""
 from __future__ import annotations
 
 import copy
-import functools
 import json
-import os
-import subprocess
-import sys
-
-import numpy as np
-import pytest
 
 from closedloop.evaluation.statistics import compare_split
 from closedloop.gating import gate
-from closedloop.io import write_json
-from pipelines import gate as gate_stage
-from tests.conftest import ROOT
-from tests.test_stats import METRICS_CFG, PARAMS, eval_frame, seattle
+from tests.fixtures import (
+    CHAMPION,
+    DRIFT,
+    METRICS_CFG,
+    PARAMS,
+    SCHEMA,
+    eval_frame,
+    gate_reports,
+    seattle,
+)
 
 GATES = PARAMS["gates"]
 SLICES = [s["name"] for s in PARAMS["slices"]["slices"]]
-CHAMPION = {"present": True, "version": "v1", "model_hash": "c" * 64}
-SCHEMA = {
-    "splits": {"production": {"rows": 549, "time_min": "2014-07-01", "time_max": "2015-12-31"}}
-}
-DRIFT = {
-    "drifted_share": 0.25,
-    "columns": {
-        "temp_max": {"drifted": False, "method": "K-S p_value", "score": 0.4, "threshold": 0.05},
-        "weather": {
-            "drifted": True,
-            "method": "chi-square p_value",
-            "score": 0.0,
-            "threshold": 0.05,
-        },
-    },
-}
-
-
-def corrupted_on_summer(n_rows: int = 30) -> np.ndarray:
-    """The better candidate, made wrong on ``n_rows`` real summer days the champion got right."""
-    s = seattle()
-    pred = s["candidate"].copy()
-    actual = s["prod"].weather.to_numpy()
-    summer = (s["slices"].slice_season == "summer").to_numpy()
-    rows = np.flatnonzero(summer & (s["champion"] == actual))[:n_rows]
-    pred[rows] = np.where(actual[rows] == "sun", "rain", "sun")
-    return pred
-
-
-@functools.cache
-def reports(scenario: str) -> tuple[dict, dict]:
-    """reports/comparison.json and reports/metrics.json as evaluate writes them."""
-    s = seattle()
-    cand, champ = {
-        "better": (s["candidate"], s["champion"]),
-        "worse": (s["champion"], s["candidate"]),
-        "tree": (s["tree_candidate"], s["tree_champion"]),
-        "summer": (corrupted_on_summer(), s["champion"]),
-        "first": (s["candidate"], None),
-    }[scenario]
-    frame, cols = eval_frame(cand, champ)
-    comp = compare_split(frame, s["classes"], cols, METRICS_CFG, s["baseline_class"])
-    comparison = {"champion": None, "baseline_class": s["baseline_class"], "splits": {}}
-    comparison["splits"]["production"] = comp
-    metrics = {
-        "production": {
-            "n": comp["n"],
-            "accuracy": comp["overall"]["accuracy"]["candidate"],
-            "macro_f1": comp["overall"]["macro_f1"]["candidate"],
-            "ece": 0.12,
-        }
-    }
-    return comparison, metrics
 
 
 def judge(scenario: str, gates: dict = GATES, champion=CHAMPION, drift=DRIFT, edit=None):
-    comparison, metrics = copy.deepcopy(reports(scenario))
+    comparison, metrics = copy.deepcopy(gate_reports(scenario))
     if edit:
         edit(comparison, metrics)
     return gate.judge(
@@ -104,7 +50,7 @@ def not_passing(result: dict) -> dict:
 
 
 def test_better_candidate_passes():
-    better = reports("better")[0]["splits"]["production"]
+    better = gate_reports("better")[0]["splits"]["production"]
     assert better["n"] == 549 and better["overall"]["accuracy"]["ci_low"] > 0  # really better
     result = judge("better")
     assert result["verdict"] == "pass", not_passing(result)
@@ -120,7 +66,7 @@ def test_better_candidate_passes():
 
 
 def test_point_improvement_with_ci_across_the_margin_is_not_a_pass():
-    comp = reports("tree")[0]["splits"]["production"]["overall"]["macro_f1"]
+    comp = gate_reports("tree")[0]["splits"]["production"]["overall"]["macro_f1"]
     assert comp["delta"] > 0 > -0.02 >= comp["ci_low"]  # better on paper, not on the CI
     result = judge("tree", gates={**GATES, "beat_baseline": None})
     check = by_name(result)["vs_champion:macro_f1"]
@@ -135,7 +81,7 @@ def test_confidently_worse_candidate_fails():
 
 
 def test_slice_regression_fails_even_when_overall_improves():
-    overall = reports("summer")[0]["splits"]["production"]
+    overall = gate_reports("summer")[0]["splits"]["production"]
     assert overall["overall"]["accuracy"]["delta"] > 0
     assert overall["slices"]["season"]["summer"]["accuracy"]["delta"] < -0.1
     result = judge("summer", gates={**GATES, "beat_baseline": None})  # a close call here
@@ -231,7 +177,7 @@ def test_staleness():
     def age(max_days, as_of, time_max="2015-12-31"):
         schema = {"splits": {"production": {"time_max": time_max}}}
         gates = {**GATES, "max_data_age_days": max_days, "as_of": as_of}
-        comparison, metrics = reports("better")
+        comparison, metrics = gate_reports("better")
         result = gate.judge(
             comparison,
             metrics,
@@ -249,50 +195,3 @@ def test_staleness():
     assert age(30, "2016-03-01")["value"] == 61 and age(30, "2016-03-01")["status"] == "fail"
     assert "no time column" in age(30, "2016-03-01", time_max=None)["reason"]
     assert "staleness" not in by_name(judge("better"))  # null disables
-
-
-def write_inputs(root, comparison, metrics, champion=CHAMPION):
-    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    write_json(root / "reports/comparison.json", comparison)
-    write_json(root / "reports/metrics.json", metrics)
-    write_json(root / "reports/drift.json", DRIFT)
-    write_json(root / "artifacts/snapshot/schema.json", SCHEMA)
-    write_json(root / "models/champion/entry.json", champion)
-    write_json(root / "models/candidate/card.json", {"weights_sha256": "b" * 64})
-
-
-def test_main_writes_gate_json(tmp_path, monkeypatch, capsys):
-    write_inputs(tmp_path, *reports("better"))
-    monkeypatch.chdir(tmp_path)
-    gate_stage.main()
-    out = json.loads((tmp_path / "reports/gate.json").read_text())
-    assert set(out) == {"verdict", "model_hash", "champion", "split", "policy", "checks"}
-    assert out["verdict"] == "pass" and out["model_hash"] == "b" * 64
-    assert out["split"] == "production" and out["champion"]["version"] == "v1"
-    for c in out["checks"]:
-        assert {"name", "passed", "status", "value", "threshold", "reason"} <= set(c)
-    assert "gate: PASS" in capsys.readouterr().out
-    write_json(tmp_path / "models/champion/entry.json", {"present": False})
-    gate_stage.main()
-    assert json.loads((tmp_path / "reports/gate.json").read_text())["champion"] is None
-
-
-@pytest.mark.parametrize("comparison", [None, "{not json", "[1, 2]"])
-def test_bad_comparison_is_a_one_line_error(tmp_path, comparison):
-    write_inputs(tmp_path, {}, reports("better")[1])
-    path = tmp_path / "reports/comparison.json"
-    if comparison is None:
-        path.unlink()
-    else:
-        path.write_text(comparison)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.gate"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: reports/comparison.json")
-    assert not (tmp_path / "reports/gate.json").exists()

@@ -18,8 +18,6 @@ import yaml
 
 from tests.conftest import ROOT, make_project, run
 
-pytestmark = pytest.mark.slow
-
 VENV = Path(sys.executable).parent.parent
 WORKFLOWS = ROOT / ".github/workflows"
 

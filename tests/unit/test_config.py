@@ -16,7 +16,7 @@ from closedloop.data.snapshot import load_source, resolve_columns, split_frame
 from closedloop.errors import ConfigError
 from closedloop.models.nets import build_model
 from closedloop.training.train import TRAINER_KEYS, make_trainer
-from tests.conftest import ROOT, run
+from tests.conftest import ROOT
 
 CONF = ROOT / "conf"
 
@@ -206,21 +206,3 @@ def test_edited_params_yaml_is_revalidated(tmp_path):
     (tmp_path / "params.yaml").write_text(dump(cfg))
     with pytest.raises(ConfigError, match=r"model\.lr"):
         load_params(tmp_path / "params.yaml")
-
-
-def test_compose_cli_fails_before_any_work_with_one_line(tmp_path):
-    """The compose stage is first in dvc.yaml: a bad config stops the loop there."""
-    shutil.copytree(CONF, tmp_path / "conf")
-    (tmp_path / "params.yaml").write_text("untouched\n")
-    proc = run(
-        ["python", "-m", "pipelines.compose", "model.lr=-1"],
-        tmp_path,
-        check=False,
-        extra_env={"PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0, proc.stderr
-    assert "model.lr" in proc.stderr and "conf/model/mlp.yaml" in proc.stderr
-    assert (tmp_path / "params.yaml").read_text() == "untouched\n", (
-        "a failed compose must not touch params.yaml"
-    )

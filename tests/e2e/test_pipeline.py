@@ -14,9 +14,6 @@ import yaml
 
 from tests.conftest import make_project, run
 
-pytestmark = pytest.mark.slow
-
-
 ALL = {"compose", "collect", "champion", "train", "evaluate", "errors", "drift", "gate", "report"}
 AFTER_TRAIN = {"train", "evaluate", "errors", "drift", "gate", "report"}
 

@@ -22,7 +22,6 @@ from closedloop.serving.server import spawn
 from closedloop.training.train import train
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
 FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]
 
 

@@ -3,24 +3,18 @@ are deterministic for a fixed seed."""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from scipy.stats import binomtest
 from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 from statsmodels.stats.multitest import multipletests
 
 from closedloop.errors import DataError
-from closedloop.evaluation.slices import slice_columns
 from closedloop.evaluation.statistics import (
     compare_split,
     holm,
@@ -28,52 +22,7 @@ from closedloop.evaluation.statistics import (
     metric_value,
     paired_delta_ci,
 )
-from tests.conftest import ROOT
-
-FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]
-PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-METRICS_CFG = {**PARAMS["metrics"], "n_resamples": 1000}
-
-
-@functools.cache
-def seattle() -> dict:
-    """Real models on the real Seattle weather: a champion trained on 2012-2013, candidates
-    retrained with the first half of 2014, all judged on 2014-07..2015-12 (549 days).
-
-    Retraining logistic regression on fresher data is genuinely better (the label shift from
-    rain to fog); a depth-3 tree barely changes when retrained (a point improvement only).
-    """
-    from vega_datasets import local_data
-
-    df = local_data.seattle_weather()
-    old, new = df[df.date < "2014-01-01"], df[df.date < "2014-07-01"]
-    prod = df[df.date >= "2014-07-01"].reset_index(drop=True)
-
-    def fit(model, train):
-        return model.fit(train[FEATURES], train.weather).predict(prod[FEATURES])
-
-    logistic = lambda: make_pipeline(StandardScaler(), LogisticRegression())  # noqa: E731
-    tree = lambda: DecisionTreeClassifier(max_depth=3, random_state=0)  # noqa: E731
-    schema = {"time_column": "date", "target": "weather"}
-    return {
-        "prod": prod,
-        "classes": sorted(df.weather.unique()),
-        "baseline_class": new.weather.value_counts().idxmax(),
-        "slices": slice_columns(prod, PARAMS["slices"], schema),
-        "champion": fit(logistic(), old),
-        "candidate": fit(logistic(), new),
-        "tree_champion": fit(tree(), old),
-        "tree_candidate": fit(tree(), new),
-    }
-
-
-def eval_frame(candidate, champion=None) -> tuple[pd.DataFrame, list[str]]:
-    """A frame in the reports/eval/<split>.csv format, with the real slice columns."""
-    s = seattle()
-    frame = pd.DataFrame({"actual": s["prod"].weather, "predicted": candidate})
-    if champion is not None:
-        frame["champion_predicted"] = champion
-    return pd.concat([frame, s["slices"]], axis=1), list(s["slices"].columns)
+from tests.fixtures import METRICS_CFG, eval_frame, seattle
 
 
 def codes(*arrays):

@@ -1,0 +1,153 @@
+"""Shared test data: real predictions on real, offline data, and well-formed registry entries.
+
+Plain functions (cached where they train something), so that fixtures and tests in any
+directory build on the same data; not a test module.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier
+
+from closedloop.evaluation.slices import slice_columns
+from closedloop.evaluation.statistics import compare_split
+from closedloop.registry.registry import empty_registry, record
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+METRICS_CFG = {**PARAMS["metrics"], "n_resamples": 1000}
+
+
+@functools.cache
+def seattle() -> dict:
+    """Real models on the real Seattle weather: a champion trained on 2012-2013, candidates
+    retrained with the first half of 2014, all judged on 2014-07..2015-12 (549 days).
+
+    Retraining logistic regression on fresher data is genuinely better (the label shift from
+    rain to fog); a depth-3 tree barely changes when retrained (a point improvement only).
+    """
+    from vega_datasets import local_data
+
+    df = local_data.seattle_weather()
+    old, new = df[df.date < "2014-01-01"], df[df.date < "2014-07-01"]
+    prod = df[df.date >= "2014-07-01"].reset_index(drop=True)
+
+    def fit(model, train):
+        return model.fit(train[FEATURES], train.weather).predict(prod[FEATURES])
+
+    logistic = lambda: make_pipeline(StandardScaler(), LogisticRegression())  # noqa: E731
+    tree = lambda: DecisionTreeClassifier(max_depth=3, random_state=0)  # noqa: E731
+    schema = {"time_column": "date", "target": "weather"}
+    return {
+        "prod": prod,
+        "classes": sorted(df.weather.unique()),
+        "baseline_class": new.weather.value_counts().idxmax(),
+        "slices": slice_columns(prod, PARAMS["slices"], schema),
+        "champion": fit(logistic(), old),
+        "candidate": fit(logistic(), new),
+        "tree_champion": fit(tree(), old),
+        "tree_candidate": fit(tree(), new),
+    }
+
+
+def eval_frame(candidate, champion=None) -> tuple[pd.DataFrame, list[str]]:
+    """A frame in the reports/eval/<split>.csv format, with the real slice columns."""
+    s = seattle()
+    frame = pd.DataFrame({"actual": s["prod"].weather, "predicted": candidate})
+    if champion is not None:
+        frame["champion_predicted"] = champion
+    return pd.concat([frame, s["slices"]], axis=1), list(s["slices"].columns)
+
+
+def entry(i: int, version: str) -> dict:
+    """A well-formed registry entry; only its version and hashes vary."""
+    return {
+        "version": version,
+        "commit": format(i, "040x"),
+        "model_hash": format(i, "064x"),
+        "dvc_md5": f"{i:032x}.dir",
+        "data_hash": "d" * 64,
+        "metrics": {"production": {"accuracy": 0.5, "n": 100}},
+        "gate": {"verdict": "pass", "split": "production"},
+        "change": f"PR #{i}",
+        "promoted_at": f"2026-01-0{i}T00:00:00Z",
+    }
+
+
+def promoted(*versions: str) -> dict:
+    """A registry with these versions promoted one after another."""
+    reg = empty_registry()
+    for i, v in enumerate(versions, 1):
+        reg["versions"].append(entry(i, v))
+        record(reg, "promote", v, f"PR #{i}", f"2026-01-0{i}T00:00:00Z")
+    return reg
+
+
+# -------------------------------------------------- gate inputs, as evaluate and drift write them
+CHAMPION = {"present": True, "version": "v1", "model_hash": "c" * 64}
+
+
+SCHEMA = {
+    "splits": {"production": {"rows": 549, "time_min": "2014-07-01", "time_max": "2015-12-31"}}
+}
+
+
+DRIFT = {
+    "drifted_share": 0.25,
+    "columns": {
+        "temp_max": {"drifted": False, "method": "K-S p_value", "score": 0.4, "threshold": 0.05},
+        "weather": {
+            "drifted": True,
+            "method": "chi-square p_value",
+            "score": 0.0,
+            "threshold": 0.05,
+        },
+    },
+}
+
+
+def corrupted_on_summer(n_rows: int = 30) -> np.ndarray:
+    """The better candidate, made wrong on ``n_rows`` real summer days the champion got right."""
+    s = seattle()
+    pred = s["candidate"].copy()
+    actual = s["prod"].weather.to_numpy()
+    summer = (s["slices"].slice_season == "summer").to_numpy()
+    rows = np.flatnonzero(summer & (s["champion"] == actual))[:n_rows]
+    pred[rows] = np.where(actual[rows] == "sun", "rain", "sun")
+    return pred
+
+
+@functools.cache
+def gate_reports(scenario: str) -> tuple[dict, dict]:
+    """reports/comparison.json and reports/metrics.json as evaluate writes them."""
+    s = seattle()
+    cand, champ = {
+        "better": (s["candidate"], s["champion"]),
+        "worse": (s["champion"], s["candidate"]),
+        "tree": (s["tree_candidate"], s["tree_champion"]),
+        "summer": (corrupted_on_summer(), s["champion"]),
+        "first": (s["candidate"], None),
+    }[scenario]
+    frame, cols = eval_frame(cand, champ)
+    comp = compare_split(frame, s["classes"], cols, METRICS_CFG, s["baseline_class"])
+    comparison = {"champion": None, "baseline_class": s["baseline_class"], "splits": {}}
+    comparison["splits"]["production"] = comp
+    metrics = {
+        "production": {
+            "n": comp["n"],
+            "accuracy": comp["overall"]["accuracy"]["candidate"],
+            "macro_f1": comp["overall"]["macro_f1"]["candidate"],
+            "ece": 0.12,
+        }
+    }
+    return comparison, metrics

@@ -1,0 +1,67 @@
+"""The gate stage: reads the reports, writes reports/gate.json, fails in one line on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from closedloop.io import write_json
+from pipelines import gate as gate_stage
+from tests.conftest import ROOT
+from tests.fixtures import (
+    CHAMPION,
+    DRIFT,
+    SCHEMA,
+    gate_reports,
+)
+
+
+def write_inputs(root, comparison, metrics, champion=CHAMPION):
+    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    write_json(root / "reports/comparison.json", comparison)
+    write_json(root / "reports/metrics.json", metrics)
+    write_json(root / "reports/drift.json", DRIFT)
+    write_json(root / "artifacts/snapshot/schema.json", SCHEMA)
+    write_json(root / "models/champion/entry.json", champion)
+    write_json(root / "models/candidate/card.json", {"weights_sha256": "b" * 64})
+
+
+def test_main_writes_gate_json(tmp_path, monkeypatch, capsys):
+    write_inputs(tmp_path, *gate_reports("better"))
+    monkeypatch.chdir(tmp_path)
+    gate_stage.main()
+    out = json.loads((tmp_path / "reports/gate.json").read_text())
+    assert set(out) == {"verdict", "model_hash", "champion", "split", "policy", "checks"}
+    assert out["verdict"] == "pass" and out["model_hash"] == "b" * 64
+    assert out["split"] == "production" and out["champion"]["version"] == "v1"
+    for c in out["checks"]:
+        assert {"name", "passed", "status", "value", "threshold", "reason"} <= set(c)
+    assert "gate: PASS" in capsys.readouterr().out
+    write_json(tmp_path / "models/champion/entry.json", {"present": False})
+    gate_stage.main()
+    assert json.loads((tmp_path / "reports/gate.json").read_text())["champion"] is None
+
+
+@pytest.mark.parametrize("comparison", [None, "{not json", "[1, 2]"])
+def test_bad_comparison_is_a_one_line_error(tmp_path, comparison):
+    write_inputs(tmp_path, {}, gate_reports("better")[1])
+    path = tmp_path / "reports/comparison.json"
+    if comparison is None:
+        path.unlink()
+    else:
+        path.write_text(comparison)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.gate"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: reports/comparison.json")
+    assert not (tmp_path / "reports/gate.json").exists()
