@@ -23,9 +23,16 @@ WORKFLOWS = ROOT / ".github/workflows"
 
 
 def make(project: Path, target: str, *args: str, check: bool = True):
-    """A make target with this test run's virtualenv (what `make install` made in CI)."""
+    """A make target with this test run's virtualenv (what `make install` made in CI).
+
+    `-o STAMP` tells make the install is done: the copy's pyproject.toml is newer than the
+    venv's stamp, and reinstalling would point the editable install at the throwaway copy.
+    """
+    stamp = VENV / ".closedloop-installed"
     return run(
-        ["make", "--no-print-directory", target, f"VENV={VENV}", *args], project, check=check
+        ["make", "--no-print-directory", "-o", str(stamp), target, f"VENV={VENV}", *args],
+        project,
+        check=check,
     )
 
 
