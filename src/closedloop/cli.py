@@ -180,7 +180,7 @@ def promote(version, change, registry, body_out, if_new) -> None:
         return
     _, entry, previous = run_promote(registry=registry, version=version, change=change)
     if body_out:
-        write_text(body_out, describe(entry, previous, f"Promote {entry['version']}"))
+        write_text(body_out, describe(entry, previous, "promote"))
     was = f"; it replaces {previous}" if previous else "; it is the first production model"
     click.echo(
         f"promote: {entry['version']} (sha256 {entry['model_hash'][:12]}, commit "
@@ -201,7 +201,7 @@ def rollback(to, change, registry, body_out) -> None:
 
     _, entry, replaced = run_rollback(registry, to or None, change)
     if body_out:
-        write_text(body_out, describe(entry, replaced, f"Roll back to {entry['version']}"))
+        write_text(body_out, describe(entry, replaced, "rollback"))
     click.echo(f"rollback: {entry['version']} is production in {registry}; was {replaced}")
 
 
