@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from closedloop.artefacts.champion import write_no_champion
 from closedloop.config import compose, dump
 from closedloop.data.collect import collect
 from closedloop.evaluation.drift import drift
@@ -152,17 +153,21 @@ def drift_project(tmp_path_factory):
     return root, params
 
 
-def measure_drift_on(project, out_dir, params=None, champion_entry=None, snapshot=None):
-    """Run the stage's function on the project's inputs, writing into ``out_dir``."""
+def measure_drift_on(project, out_dir, params=None, champion_entry=None, snapshot=None) -> dict:
+    """Run the stage's function on the project's inputs, writing into ``out_dir``; return
+    drift.json's content. Without ``champion_entry``, there is no champion yet."""
     root, default = project
+    if champion_entry is None:
+        champion_entry = out_dir / "no-champion" / "entry.json"
+        write_no_champion(champion_entry)
     return drift(
         params or default,
         snapshot=snapshot or root / SNAPSHOT_DIR,
         model_dir=root / CANDIDATE_DIR,
-        champion_entry=champion_entry or out_dir / "no-champion" / "entry.json",
+        champion_entry=champion_entry,
         html=out_dir / "drift.html",
         out=out_dir / "drift.json",
-    )
+    ).model_dump(mode="json")
 
 
 def with_drift(params, **changes):

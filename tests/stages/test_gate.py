@@ -16,6 +16,7 @@ from tests.fixtures import (
     CHAMPION,
     DRIFT,
     SCHEMA,
+    card,
     gate_reports,
 )
 
@@ -27,7 +28,7 @@ def write_inputs(root, comparison, metrics, champion=CHAMPION):
     write_json(root / "reports/drift.json", DRIFT)
     write_json(root / "artifacts/snapshot/schema.json", SCHEMA)
     write_json(root / "models/champion/entry.json", champion)
-    write_json(root / "models/candidate/card.json", {"weights_sha256": "b" * 64})
+    write_json(root / "models/candidate/card.json", card())
 
 
 def test_main_writes_gate_json(tmp_path, monkeypatch, capsys):
@@ -37,7 +38,7 @@ def test_main_writes_gate_json(tmp_path, monkeypatch, capsys):
     out = json.loads((tmp_path / "reports/gate.json").read_text())
     assert set(out) == {"verdict", "model_hash", "champion", "split", "policy", "checks"}
     assert out["verdict"] == "pass" and out["model_hash"] == "b" * 64
-    assert out["split"] == "production" and out["champion"]["version"] == "v1"
+    assert out["split"] == "production" and out["champion"]["version"] == "v1.0.0"
     for c in out["checks"]:
         assert {"name", "passed", "status", "value", "threshold", "reason"} <= set(c)
     assert "gate: PASS" in capsys.readouterr().out

@@ -9,6 +9,7 @@ import pytest
 
 from closedloop.io import write_json
 from closedloop.reporting.report import COMMENT_LIMIT, MARKER, render
+from tests.fixtures import CHAMPION, DRIFT, SCHEMA, card, drift_column
 
 ORDER = [
     "closedloop benchmark",
@@ -31,10 +32,15 @@ def metric(cand, champ):
     }
 
 
-def write_inputs(root, n_slice_values=3, verdict="fail"):
+def write_inputs(root, n_slice_values=3, verdict="fail", drift=True):
     slices = {
         "season": {
-            f"value-{i:05d}": {"n": 40, "accuracy": metric(0.6, 0.5), "p_holm": 0.01}
+            f"value-{i:05d}": {
+                "n": 40,
+                "accuracy": metric(0.6, 0.5),
+                "mcnemar": {"b": 9, "c": 5, "p_value": 0.4},
+                "p_holm": 0.01,
+            }
             for i in range(n_slice_values)
         }
     }
@@ -58,89 +64,56 @@ def write_inputs(root, n_slice_values=3, verdict="fail"):
         root / "reports/metrics.json",
         {"production": {"n": 730, "accuracy": 0.62, "macro_f1": 0.31, "ece": 0.1}},
     )
+    checks = [
+        {
+            "name": "floor:accuracy",
+            "passed": True,
+            "status": "pass",
+            "value": 0.62,
+            "threshold": 0.4,
+            "reason": "0.620 >= 0.400",
+        },
+        {
+            "name": "drift:max_drifted_share",
+            "passed": verdict == "pass",
+            "status": verdict,
+            "value": 0.67,
+            "threshold": 0.5,
+            "reason": "4 of 6 columns drifted",
+        },
+    ]
     write_json(
         root / "reports/gate.json",
         {
             "verdict": verdict,
             "model_hash": "b" * 64,
+            "champion": {"version": "v1.0.0", "model_hash": "a" * 64},
             "split": "production",
             "policy": "vs_champion",
-            "checks": [
-                {
-                    "name": "floor:accuracy",
-                    "passed": True,
-                    "status": "pass",
-                    "value": 0.62,
-                    "threshold": 0.4,
-                    "reason": "0.620 >= 0.400",
-                },
-                {
-                    "name": "drift:max_drifted_share",
-                    "passed": False,
-                    "status": "fail",
-                    "value": 0.67,
-                    "threshold": 0.5,
-                    "reason": "4 of 6 columns drifted",
-                },
-            ],
+            "checks": checks,
         },
     )
-    write_json(
-        root / "reports/drift.json",
-        {
-            "drifted_share": 0.5,
-            "drifted_count": 3,
-            "n_columns": 6,
-            "reference": {"source": "champion", "version": "v1.0.0", "rows": 547},
-            "current": {"rows": 730},
-            "top_drifted": ["weather", "prediction"],
-            "columns": {
-                "weather": {
-                    "kind": "target",
-                    "method": "chi-square p_value",
-                    "score": 0.0,
-                    "threshold": 0.05,
-                    "drifted": True,
-                },
-                "prediction": {
-                    "kind": "prediction",
-                    "method": "chi-square p_value",
-                    "score": 0.001,
-                    "threshold": 0.05,
-                    "drifted": True,
-                },
-                "wind": {
-                    "kind": "feature",
-                    "method": "K-S p_value",
-                    "score": 0.4,
-                    "threshold": 0.05,
-                    "drifted": False,
-                },
+    if drift:
+        columns = {
+            "weather": drift_column("target", "chi-square p_value", 0.0, True),
+            "prediction": drift_column("prediction", "chi-square p_value", 0.001, True),
+            "wind": drift_column("feature", "K-S p_value", 0.4, False),
+        }
+        write_json(
+            root / "reports/drift.json",
+            {
+                **DRIFT,
+                "drifted_share": 0.5,
+                "drifted_count": 3,
+                "n_columns": 6,
+                "columns": columns,
+                "top_drifted": ["weather", "prediction"],
             },
-        },
-    )
-    write_json(
-        root / "artifacts/snapshot/schema.json",
-        {
-            "data_hash": "d" * 64,
-            "feedback_files": [],
-            "splits": {"train": {"rows": 547}, "val": {"rows": 184}, "production": {"rows": 730}},
-        },
-    )
-    card = {
-        "steps": 720,
-        "parameters": 4805,
-        "epochs": 40,
-        "device": "cpu",
-        "world_size": 1,
-        "train_rows": 547,
-        "data_hash": "d" * 64,
-    }
-    write_json(root / "models/candidate/card.json", card)
-    write_json(
-        root / "models/champion/card.json", {**card, "train_rows": 500, "data_hash": "e" * 64}
-    )
-    write_json(root / "models/champion/entry.json", {"present": True, "version": "v1.0.0"})
+        )
+    write_json(root / "artifacts/snapshot/schema.json", SCHEMA)
+    write_json(root / "models/candidate/card.json", card())
+    write_json(root / "models/champion/card.json", card(train_rows=500, data_hash="e" * 64))
+    write_json(root / "models/champion/entry.json", {**CHAMPION, "model_hash": "a" * 64})
 
 
 @pytest.fixture

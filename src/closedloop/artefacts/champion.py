@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from closedloop.artefacts.base import Artefact, load
+from closedloop.errors import DataError
 from closedloop.io import write_json
 from closedloop.paths import CHAMPION_ENTRY
 
@@ -47,7 +48,12 @@ class ChampionEntry(RegistryEntry):
         """The champion, or None before the first promotion."""
         path = cls._path(path)
         obj = load(path)
-        return None if obj == NO_CHAMPION else cls.parse(obj, path)
+        if isinstance(obj, dict) and obj.get("present") is False:
+            extra = sorted(set(obj) - set(NO_CHAMPION))
+            if extra:
+                raise DataError(f"{path}: present is false, so it takes no other key (got {extra})")
+            return None
+        return cls.parse(obj, path)
 
     @classmethod
     def of(cls, entry: RegistryEntry) -> ChampionEntry:

@@ -65,6 +65,9 @@ class Metrics(_File, RootModel[dict[str, SplitMetrics]]):
     def __contains__(self, split: object) -> bool:
         return split in self.root
 
+    def items(self):
+        return self.root.items()
+
     def get(self, split: str) -> SplitMetrics | None:
         """A split's metrics; None for a split evaluate did not score (metrics.splits)."""
         return self.root.get(split)
