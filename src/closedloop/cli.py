@@ -258,6 +258,26 @@ def gate_check(path) -> None:
     sys.exit(check_verdict(path))
 
 
+@gate.command("schema")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("schemas/gate.schema.json"),
+    show_default=True,
+    help="where to write it; '-' prints it",
+)
+def gate_schema(out) -> None:
+    """Write the JSON Schema of reports/gate.json, generated from its declared shape."""
+    from closedloop.artefacts.gate import json_schema
+    from closedloop.io import write_text
+
+    if str(out) == "-":
+        click.echo(json_schema(), nl=False)
+        return
+    write_text(out, json_schema())
+    click.echo(f"gate schema: {out}")
+
+
 @cli.group()
 def errors() -> None:
     """The candidate's mistakes on the production window (reports/errors.parquet)."""
