@@ -15,6 +15,7 @@ import click
 from closedloop.errors import ClosedloopError
 
 REGISTRY = Path("models/registry.yaml")  # closedloop.paths.REGISTRY, without importing it
+GATE_SCHEMA = Path("schemas/gate.schema.json")  # closedloop.paths.GATE_SCHEMA
 
 
 class _Group(click.Group):
@@ -262,7 +263,7 @@ def gate_check(path) -> None:
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=Path("schemas/gate.schema.json"),
+    default=GATE_SCHEMA,
     show_default=True,
     help="where to write it; '-' prints it",
 )

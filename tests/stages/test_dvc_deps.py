@@ -131,3 +131,15 @@ def test_dvc_yaml_lists_the_templates_each_stage_renders(stage):
     assert ("templates" in STAGES[stage]["deps"]) == bool(rendered), (
         f"stage {stage}: templates/ (the user's overrides) must be a dep exactly when it renders"
     )
+
+
+def test_a_users_template_reruns_exactly_the_stages_that_render_it(project):
+    (project / "templates/errors.md.j2").write_text("# {{ errors }} errors\n")
+    status = json.loads(run(["dvc", "status", "--json"], project).stdout or "{}")
+    changed = {
+        stage.split(":")[-1]
+        for stage, changes in status.items()
+        for change in changes
+        if isinstance(change, dict) and "templates" in change.get("changed deps", {})
+    }
+    assert changed == {"errors", "report"}

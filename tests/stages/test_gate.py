@@ -11,7 +11,7 @@ import pytest
 
 from closedloop.io import write_json
 from pipelines import gate as gate_stage
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_one_line_error, cli
 from tests.fixtures import (
     CHAMPION,
     DRIFT,
@@ -66,3 +66,22 @@ def test_bad_comparison_is_a_one_line_error(tmp_path, comparison):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: reports/comparison.json")
     assert not (tmp_path / "reports/gate.json").exists()
+
+
+def test_gate_check_exits_by_the_recorded_verdict(tmp_path, monkeypatch):
+    """`closedloop gate check`, CI's required check: 0 only on pass; a bad file is one line."""
+    write_inputs(tmp_path, *gate_reports("better"))
+    monkeypatch.chdir(tmp_path)
+    gate_stage.main()
+    path = tmp_path / "reports/gate.json"
+    passed = json.loads(path.read_text())
+    assert cli("gate", "check", cwd=tmp_path).returncode == 0
+
+    failed = {**passed["checks"][0], "passed": False, "status": "fail", "reason": "too low"}
+    path.write_text(json.dumps({**passed, "verdict": "fail", "checks": [failed]}))
+    proc = cli("gate", "check", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [f"fail: {failed['name']}: too low", "gate verdict: fail"]
+
+    path.write_text(json.dumps({**passed, "verdict": "fail"}))  # a verdict its checks deny
+    assert_one_line_error(cli("gate", "check", cwd=tmp_path), "reports/gate.json", "verdict")

@@ -10,9 +10,10 @@ import jsonschema
 import pytest
 
 from closedloop.artefacts.gate import json_schema
+from closedloop.paths import GATE_SCHEMA
 from tests.conftest import ROOT
 
-SCHEMA_PATH = ROOT / "schemas/gate.schema.json"
+SCHEMA_PATH = ROOT / GATE_SCHEMA
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ class _File:
     @classmethod
     def parse(cls, obj: Any, where: Path | str) -> Self:
         try:
-            return cls.model_validate(obj)  # type: ignore[attr-defined]
+            return cls.model_validate(obj)
         except ValidationError as e:
             raise DataError(f"{where}: {problem(e)}") from None
 
@@ -83,7 +83,7 @@ class _File:
 
     def write(self, path: Path | str | None = None) -> None:
         """Atomic and deterministic: sorted keys, two-space indent, no NaN, a final newline."""
-        write_json(self._path(path), self.model_dump(mode="json"))  # type: ignore[attr-defined]
+        write_json(self._path(path), self.model_dump(mode="json"))
 
     @classmethod
     def _path(cls, path: Path | str | None) -> Path:

@@ -41,10 +41,10 @@ class RegistryEntry(Artefact):
 class ChampionEntry(RegistryEntry):
     PATH: ClassVar[Path] = CHAMPION_ENTRY
 
-    present: Literal[True] = True
+    present: Literal[True]
 
     @classmethod
-    def read(cls, path: Path | str | None = None) -> ChampionEntry | None:  # type: ignore[override]
+    def read(cls, path: Path | str | None = None) -> ChampionEntry | None:
         """The champion, or None before the first promotion."""
         path = cls._path(path)
         obj = load(path)
@@ -54,10 +54,6 @@ class ChampionEntry(RegistryEntry):
                 raise DataError(f"{path}: present is false, so it takes no other key (got {extra})")
             return None
         return cls.parse(obj, path)
-
-    @classmethod
-    def of(cls, entry: RegistryEntry) -> ChampionEntry:
-        return cls(**dict(entry))
 
 
 NO_CHAMPION = {"present": False}

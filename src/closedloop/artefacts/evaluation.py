@@ -16,14 +16,13 @@ from closedloop import metrics
 from closedloop.artefacts.base import STRICT, Artefact, _File, absent
 from closedloop.paths import COMPARISON, METRICS
 
-KNOWN = {m.name for task in metrics.TASKS.values() for m in task}
-
 
 def _known_names(names) -> None:
-    unknown = sorted(set(names) - KNOWN)
+    known = {m.name for task in metrics.TASKS.values() for m in task}
+    unknown = sorted(set(names) - known)
     if unknown:
         raise ValueError(
-            f"unknown metric(s) {unknown} (closedloop.metrics declares {sorted(KNOWN)})"
+            f"unknown metric(s) {unknown} (closedloop.metrics declares {sorted(known)})"
         )
 
 

@@ -25,7 +25,6 @@ class Metric:
 
     name: str
     higher_is_better: bool
-    description: str
     score: Callable[[Any, Any, dict], float]
     on_labels: Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None = None
 

@@ -55,7 +55,7 @@ def ece(probs, target, cfg: dict) -> float:
 
 
 METRICS = (
-    Metric("accuracy", True, "share of correct predictions", accuracy, accuracy_on_labels),
-    Metric("macro_f1", True, "unweighted mean F1 over classes", macro_f1, macro_f1_on_labels),
-    Metric("ece", False, "expected calibration error (L1), params metrics.ece_bins bins", ece),
+    Metric("accuracy", True, accuracy, accuracy_on_labels),  # share of correct predictions
+    Metric("macro_f1", True, macro_f1, macro_f1_on_labels),  # unweighted mean F1 over classes
+    Metric("ece", False, ece),  # expected calibration error (L1) over metrics.ece_bins bins
 )
