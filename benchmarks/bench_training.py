@@ -91,7 +91,7 @@ def main() -> None:
         collect(params, out_dir=snap, data_dir=Path(tmp))
         schema, train_dl, val_dl, x_train = loaders(params, snap)
         L.seed_everything(0, verbose=False)
-        base = build_model(params["model"], len(schema["features"]), len(schema["classes"]))
+        base = build_model(params["model"], len(schema.features), len(schema.classes))
         base.set_standardisation(x_train)
         lr, wd = params["model"]["lr"], params["model"]["weight_decay"]
         runs = {

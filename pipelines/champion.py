@@ -11,11 +11,11 @@ from closedloop.registry.champion import build_champion
 
 
 def main() -> None:
-    info = build_champion()
-    if info["present"]:
+    champion = build_champion()
+    if champion is not None:
         print(
-            f"champion: {info['version']} (sha256 {info['model_hash'][:12]}, commit "
-            f"{info['commit'][:12]}) -> {CHAMPION_DIR}/"
+            f"champion: {champion.version} (sha256 {champion.model_hash[:12]}, commit "
+            f"{champion.commit[:12]}) -> {CHAMPION_DIR}/"
         )
     else:
         print(f"champion: no production model yet -> {CHAMPION_ENTRY}")

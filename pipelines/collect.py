@@ -15,8 +15,8 @@ from closedloop.paths import SNAPSHOT_DIR
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    record = collect(load_params())
-    print(f"collect: snapshot {record['data_hash'][:12]} -> {SNAPSHOT_DIR}/")
+    schema = collect(load_params())
+    print(f"collect: snapshot {schema.data_hash[:12]} -> {SNAPSHOT_DIR}/")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ from closedloop.paths import DRIFT_HTML, DRIFT_JSON
 
 def main() -> None:
     s = drift(load_params())
-    top = ", ".join(s["top_drifted"][:5]) or "none"
+    top = ", ".join(s.top_drifted[:5]) or "none"
     print(
-        f"drift: {s['drifted_count']} of {s['n_columns']} columns drifted "
-        f"(share {s['drifted_share']:.2f}; most: {top}) vs the {s['reference']['source']}'s "
+        f"drift: {s.drifted_count} of {s.n_columns} columns drifted "
+        f"(share {s.drifted_share:.2f}; most: {top}) vs the {s.reference.source}'s "
         f"training data -> {DRIFT_JSON}, {DRIFT_HTML}"
     )
 

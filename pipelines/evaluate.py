@@ -14,7 +14,8 @@ from closedloop.paths import METRICS
 def main() -> None:
     metrics = evaluate(load_params())
     summary = ", ".join(
-        f"{s} accuracy {m.get('accuracy', float('nan')):.3f}" for s, m in metrics.items()
+        f"{s} accuracy {m.value('accuracy'):.3f}" if m.n else f"{s} has no rows"
+        for s, m in metrics.items()
     )
     print(f"evaluate: {summary} -> {METRICS}")
 

@@ -13,10 +13,10 @@ from closedloop.paths import GATE
 
 def main() -> None:
     result = gate_reports(load_params())
-    counts = {s: sum(c["status"] == s for c in result["checks"]) for s in ("fail", "inconclusive")}
+    counts = {s: sum(c.status == s for c in result.checks) for s in ("fail", "inconclusive")}
     print(
-        f"gate: {result['verdict'].upper()} ({len(result['checks'])} checks, {counts['fail']} "
-        f"failed, {counts['inconclusive']} inconclusive; {result['policy']}) -> {GATE}"
+        f"gate: {result.verdict.upper()} ({len(result.checks)} checks, {counts['fail']} "
+        f"failed, {counts['inconclusive']} inconclusive; {result.policy}) -> {GATE}"
     )
 
 

@@ -13,9 +13,7 @@ from closedloop.training.train import train
 def main() -> None:
     card = train(load_params())
     if card is not None:
-        print(
-            f"train: {card['parameters']:,} parameters, {card['epochs']} epochs -> {CANDIDATE_DIR}/"
-        )
+        print(f"train: {card.parameters:,} parameters, {card.epochs} epochs -> {CANDIDATE_DIR}/")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
+from closedloop.artefacts.champion import write_no_champion
 from closedloop.config import compose, dump
 from closedloop.data.collect import collect
 from closedloop.evaluation.drift import drift
-from closedloop.paths import CANDIDATE_DIR, SNAPSHOT_DIR
+from closedloop.paths import CANDIDATE_DIR, CHAMPION_ENTRY, SNAPSHOT_DIR
 from closedloop.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,21 +149,23 @@ def drift_project(tmp_path_factory):
         mp.chdir(root)
         collect(params, SNAPSHOT_DIR, root / "data")
         train(params, SNAPSHOT_DIR, CANDIDATE_DIR)
+    write_no_champion(root / CHAMPION_ENTRY)  # what the champion stage writes before v1
     (root / "params.yaml").write_text(dump(params))
     return root, params
 
 
-def measure_drift_on(project, out_dir, params=None, champion_entry=None, snapshot=None):
-    """Run the stage's function on the project's inputs, writing into ``out_dir``."""
+def measure_drift_on(project, out_dir, params=None, champion_entry=None, snapshot=None) -> dict:
+    """Run the stage's function on the project's inputs, writing into ``out_dir``; return
+    drift.json's content. Without ``champion_entry``, there is no champion yet."""
     root, default = project
     return drift(
         params or default,
         snapshot=snapshot or root / SNAPSHOT_DIR,
         model_dir=root / CANDIDATE_DIR,
-        champion_entry=champion_entry or out_dir / "no-champion" / "entry.json",
+        champion_entry=champion_entry or root / CHAMPION_ENTRY,
         html=out_dir / "drift.html",
         out=out_dir / "drift.json",
-    )
+    ).model_dump(mode="json")
 
 
 def with_drift(params, **changes):

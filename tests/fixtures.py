@@ -47,12 +47,11 @@ def seattle() -> dict:
 
     logistic = lambda: make_pipeline(StandardScaler(), LogisticRegression())  # noqa: E731
     tree = lambda: DecisionTreeClassifier(max_depth=3, random_state=0)  # noqa: E731
-    schema = {"time_column": "date", "target": "weather"}
     return {
         "prod": prod,
         "classes": sorted(df.weather.unique()),
         "baseline_class": new.weather.value_counts().idxmax(),
-        "slices": slice_columns(prod, PARAMS["slices"], schema),
+        "slices": slice_columns(prod, PARAMS["slices"], target="weather", time_column="date"),
         "champion": fit(logistic(), old),
         "candidate": fit(logistic(), new),
         "tree_champion": fit(tree(), old),
@@ -94,26 +93,71 @@ def promoted(*versions: str) -> dict:
 
 
 # -------------------------------------------------- gate inputs, as evaluate and drift write them
-CHAMPION = {"present": True, "version": "v1", "model_hash": "c" * 64}
+CHAMPION = {"present": True, **entry(3, "v1.0.0"), "model_hash": "c" * 64}
+
+
+def split_info(rows: int, time_min: str | None = None, time_max: str | None = None) -> dict:
+    return {"rows": rows, "hash": "h" * 64, "time_min": time_min, "time_max": time_max}
 
 
 SCHEMA = {
-    "splits": {"production": {"rows": 549, "time_min": "2014-07-01", "time_max": "2015-12-31"}}
+    "dataset": "seattle_weather",
+    "source": "seattle_weather",
+    "target": "weather",
+    "time_column": "date",
+    "features": FEATURES,
+    "classes": ["drizzle", "fog", "rain", "snow", "sun"],
+    "splits": {
+        "train": split_info(547, "2012-01-01", "2013-06-30"),
+        "val": split_info(184, "2013-07-01", "2013-12-31"),
+        "production": split_info(549, "2014-07-01", "2015-12-31"),
+    },
+    "feedback_files": [],
+    "feedback": {},
+    "data_hash": "d" * 64,
 }
+
+
+def drift_column(kind: str, method: str, score: float, drifted: bool) -> dict:
+    return {"kind": kind, "method": method, "score": score, "threshold": 0.05, "drifted": drifted}
 
 
 DRIFT = {
+    "n_columns": 4,
+    "drifted_count": 1,
     "drifted_share": 0.25,
+    "dataset_drift": False,
     "columns": {
-        "temp_max": {"drifted": False, "method": "K-S p_value", "score": 0.4, "threshold": 0.05},
-        "weather": {
-            "drifted": True,
-            "method": "chi-square p_value",
-            "score": 0.0,
-            "threshold": 0.05,
-        },
+        "temp_max": drift_column("feature", "K-S p_value", 0.4, False),
+        "temp_min": drift_column("feature", "K-S p_value", 0.3, False),
+        "wind": drift_column("feature", "K-S p_value", 0.6, False),
+        "weather": drift_column("target", "chi-square p_value", 0.0, True),
     },
+    "top_drifted": ["weather"],
+    "reference": {"rows": 547, "sampled_rows": 547, "source": "champion", "version": "v1.0.0"},
+    "current": {"rows": 549, "sampled_rows": 549},
 }
+
+
+def card(**changes) -> dict:
+    """A model card as train writes it."""
+    return {
+        "model": {"name": "mlp", "arch": "mlp"},
+        "trainer": {"name": "cpu"},
+        "seed": 0,
+        "dataset": "seattle_weather",
+        "data_hash": "d" * 64,
+        "train_rows": 547,
+        "parameters": 4805,
+        "epochs": 40,
+        "steps": 720,
+        "final": {"train_loss": 0.9, "val_loss": 1.1, "val_acc": 0.48},
+        "device": "cpu",
+        "world_size": 1,
+        "versions": {"python": "3.11.7", "torch": "2.13.0", "lightning": "2.6.0"},
+        "weights_sha256": "b" * 64,
+        **changes,
+    }
 
 
 def corrupted_on_summer(n_rows: int = 30) -> np.ndarray:

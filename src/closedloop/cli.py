@@ -15,6 +15,7 @@ import click
 from closedloop.errors import ClosedloopError
 
 REGISTRY = Path("models/registry.yaml")  # closedloop.paths.REGISTRY, without importing it
+GATE_SCHEMA = Path("schemas/gate.schema.json")  # closedloop.paths.GATE_SCHEMA
 
 
 class _Group(click.Group):
@@ -180,7 +181,7 @@ def promote(version, change, registry, body_out, if_new) -> None:
         return
     _, entry, previous = run_promote(registry=registry, version=version, change=change)
     if body_out:
-        write_text(body_out, describe(entry, previous, f"Promote {entry['version']}"))
+        write_text(body_out, describe(entry, previous, "promote"))
     was = f"; it replaces {previous}" if previous else "; it is the first production model"
     click.echo(
         f"promote: {entry['version']} (sha256 {entry['model_hash'][:12]}, commit "
@@ -201,7 +202,7 @@ def rollback(to, change, registry, body_out) -> None:
 
     _, entry, replaced = run_rollback(registry, to or None, change)
     if body_out:
-        write_text(body_out, describe(entry, replaced, f"Roll back to {entry['version']}"))
+        write_text(body_out, describe(entry, replaced, "rollback"))
     click.echo(f"rollback: {entry['version']} is production in {registry}; was {replaced}")
 
 
@@ -256,6 +257,26 @@ def gate_check(path) -> None:
     from closedloop.gating.gate import check_verdict
 
     sys.exit(check_verdict(path))
+
+
+@gate.command("schema")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=GATE_SCHEMA,
+    show_default=True,
+    help="where to write it; '-' prints it",
+)
+def gate_schema(out) -> None:
+    """Write the JSON Schema of reports/gate.json, generated from its declared shape."""
+    from closedloop.artefacts.gate import json_schema
+    from closedloop.io import write_text
+
+    if str(out) == "-":
+        click.echo(json_schema(), nl=False)
+        return
+    write_text(out, json_schema())
+    click.echo(f"gate schema: {out}")
 
 
 @cli.group()

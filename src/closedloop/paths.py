@@ -6,6 +6,7 @@ Relative to the working directory, which DVC sets to the repository root.
 from pathlib import Path
 
 CONF_DIR = Path("conf")
+TEMPLATES = Path("templates")  # a user's own report templates, overriding the library's
 PARAMS = Path("params.yaml")
 DATA_DIR = Path("data")  # DVC-tracked landing zone for production feedback (data.dvc)
 FEEDBACK_DIR = DATA_DIR / "feedback"
@@ -28,6 +29,7 @@ COMPARISON = REPORTS / "comparison.json"  # evaluate: champion vs candidate, ove
 DRIFT_JSON = REPORTS / "drift.json"
 DRIFT_HTML = REPORTS / "drift.html"
 GATE = REPORTS / "gate.json"
+GATE_SCHEMA = Path("schemas/gate.schema.json")  # the published JSON Schema of reports/gate.json
 BENCHMARK_MD = REPORTS / "benchmark.md"  # the PR comment body
 BENCHMARK_HTML = REPORTS / "benchmark.html"
 

@@ -15,8 +15,10 @@ def test_two_process_cpu_ddp_trains_and_evaluates(tmp_path):
     )
     (tmp_path / "params.yaml").write_text(dump(params))
     (tmp_path / "data").mkdir()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/registry.yaml").write_text((ROOT / "models/registry.yaml").read_text())
     stage_env = {"PYTHONPATH": str(ROOT)}
-    for stage in ("collect", "train", "evaluate"):
+    for stage in ("collect", "champion", "train", "evaluate"):  # no champion yet
         proc = run(["python", "-m", f"pipelines.{stage}"], tmp_path, extra_env=stage_env)
     card = json.loads((tmp_path / "models/candidate/card.json").read_text())
     assert card["world_size"] == 2

@@ -149,7 +149,8 @@ def test_promotion_is_refused_unless_the_gate_passed_for_this_model(repo):
     gate_path = repo / "reports/gate.json"
     gate = json.loads(gate_path.read_text())
     try:
-        gate_path.write_text(json.dumps({**gate, "verdict": "fail"}))
+        failed = {**gate["checks"][0], "passed": False, "status": "fail"}
+        gate_path.write_text(json.dumps({**gate, "verdict": "fail", "checks": [failed]}))
         proc = make(repo, "promote", "CHANGE=PR #2", check=False)
         assert proc.returncode != 0 and "fail" in proc.stderr
         gate_path.write_text(json.dumps({**gate, "verdict": "pass", "model_hash": "0" * 64}))

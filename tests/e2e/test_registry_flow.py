@@ -36,10 +36,14 @@ def write_gate(root: Path, verdict: str = "pass", model_hash: str | None = None)
     gate = {
         "verdict": verdict,
         "model_hash": model_hash or sha256_file(root / WEIGHTS),
+        "champion": None,
+        "split": "production",
+        "policy": "first_model:floors_only",
         "checks": [
             {
-                "name": "floor_accuracy",
-                "passed": True,
+                "name": "floor:accuracy",
+                "passed": verdict == "pass",
+                "status": verdict,
                 "value": 0.45,
                 "threshold": 0.4,
                 "reason": "written by the test",

@@ -25,11 +25,15 @@ def code_deps(stage: str) -> list[str]:
 
 
 def covered(deps: list[str]) -> set[Path]:
-    """The .py files the deps name: a file itself, or every .py file below a directory."""
+    """The .py files the deps name: a file itself, or every .py file below a directory.
+    (Templates are deps too: test_dvc_yaml_lists_the_templates_each_stage_renders checks them.)"""
     files: set[Path] = set()
     for dep in deps:
         path = ROOT / dep
-        files |= set(path.rglob("*.py")) if path.is_dir() else {path}
+        if path.is_dir():
+            files |= set(path.rglob("*.py"))
+        elif path.suffix == ".py":
+            files.add(path)
     return files
 
 
@@ -83,3 +87,59 @@ def test_editing_any_imported_module_makes_its_stages_change(project):
             if not any(f == Path(d) or Path(d) in f.parents for d in reported)
         ]
         assert not missing, f"editing {missing} does not change stage {stage} for DVC"
+
+
+def templates_rendered(stage: str) -> set[str]:
+    """The templates a stage renders: every "*.j2" string in its code, and what they include."""
+    import ast
+
+    import jinja2
+    from jinja2 import meta
+
+    from closedloop.templating import DEFAULTS
+
+    shipped = {p.name for p in DEFAULTS.glob("*.j2")}
+    names = {
+        node.value
+        for path in closure(STAGES[stage]["cmd"].split()[-1])
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in shipped
+    }
+    env, todo, seen = jinja2.Environment(), list(names), set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            source = (DEFAULTS / name).read_text(encoding="utf-8")
+            todo += [n for n in meta.find_referenced_templates(env.parse(source)) if n]
+    return seen
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_dvc_yaml_lists_the_templates_each_stage_renders(stage):
+    """An edit to a template, the library's or a user's copy in templates/, reruns the stages
+    that render it, and only those."""
+    rendered = templates_rendered(stage)
+    # registry.describe renders registry_pr.md.j2 for the CLI, not for the champion stage
+    rendered -= {"registry_pr.md.j2"} if stage == "champion" else set()
+    declared = {
+        d.removeprefix("src/closedloop/templates/")
+        for d in STAGES[stage].get("deps", [])
+        if d.startswith("src/closedloop/templates/")
+    }
+    assert declared == rendered, f"stage {stage}: dvc.yaml lists {declared}, it renders {rendered}"
+    assert ("templates" in STAGES[stage]["deps"]) == bool(rendered), (
+        f"stage {stage}: templates/ (the user's overrides) must be a dep exactly when it renders"
+    )
+
+
+def test_a_users_template_reruns_exactly_the_stages_that_render_it(project):
+    (project / "templates/errors.md.j2").write_text("# {{ errors }} errors\n")
+    status = json.loads(run(["dvc", "status", "--json"], project).stdout or "{}")
+    changed = {
+        stage.split(":")[-1]
+        for stage, changes in status.items()
+        for change in changes
+        if isinstance(change, dict) and "templates" in change.get("changed deps", {})
+    }
+    assert changed == {"errors", "report"}

@@ -19,3 +19,15 @@ def test_stage_and_cli(sun_eval_frame, tmp_path, monkeypatch, capsys):
     assert ERRORS_MD.read_text().startswith("# Error analysis")
     shown = CliRunner().invoke(cli, ["errors", "show", "--type", "rain->sun"])
     assert shown.exit_code == 0 and "3 matching error(s)" in shown.output
+
+
+def test_errors_md_comes_from_a_users_template(sun_eval_frame, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports/eval").mkdir(parents=True)
+    sun_eval_frame.to_csv(tmp_path / "reports/eval/production.csv", index=False)
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates/errors.md.j2").write_text(
+        "{{ errors }} of {{ total }}; worst: {{ top[0].failure_type }}\n"
+    )
+    main()
+    assert ERRORS_MD.read_text() == "154 of 365; worst: fog→sun\n"

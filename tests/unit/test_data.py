@@ -19,13 +19,13 @@ def test_seattle_snapshot_respects_declared_time_splits(tmp_path, tiny_params):
     total = 0
     for name in ("train", "val", "production"):
         part = read_split(name, tmp_path / "snap")
-        assert len(part) == record["splits"][name]["rows"] > 0
+        assert len(part) == record.splits[name].rows > 0
         assert part["date"].min() >= pd.Timestamp(split_cfg[name]["start"])
         assert part["date"].max() <= pd.Timestamp(split_cfg[name]["end"])
         assert part["date"].is_monotonic_increasing
         total += len(part)
     assert total == 1461  # every day of 2012-2015 lands in exactly one split
-    assert read_schema(tmp_path / "snap")["features"] == [
+    assert read_schema(tmp_path / "snap").features == [
         "precipitation",
         "temp_max",
         "temp_min",
@@ -42,18 +42,18 @@ def test_seattle_snapshot_respects_declared_time_splits(tmp_path, tiny_params):
 def test_collect_is_deterministic(tmp_path, tiny_params):
     a = collect(tiny_params, out_dir=tmp_path / "a", data_dir=tmp_path)
     b = collect(tiny_params, out_dir=tmp_path / "b", data_dir=tmp_path)
-    assert a["data_hash"] == b["data_hash"]
+    assert a.data_hash == b.data_hash
 
 
 def test_random_split_is_stratified_and_seeded(tmp_path):
     params = compose(["dataset=digits"], conf_dir=ROOT / "conf")
     record = collect(params, out_dir=tmp_path / "snap", data_dir=tmp_path)
-    assert sum(s["rows"] for s in record["splits"].values()) == 1797
+    assert sum(s.rows for s in record.splits.values()) == 1797
     val = read_split("val", tmp_path / "snap")
     shares = val["digit"].value_counts(normalize=True)
     assert shares.max() - shares.min() < 0.02  # stratified: every digit about 10%
     other = collect({**params, "seed": 7}, out_dir=tmp_path / "other", data_dir=tmp_path)
-    assert other["data_hash"] != record["data_hash"]
+    assert other.data_hash != record.data_hash
 
 
 def test_synthetic_is_sized_in_yaml(tmp_path):
@@ -67,8 +67,8 @@ def test_synthetic_is_sized_in_yaml(tmp_path):
         conf_dir=ROOT / "conf",
     )
     record = collect(params, out_dir=tmp_path / "snap", data_dir=tmp_path)
-    assert sum(s["rows"] for s in record["splits"].values()) == 1000
-    assert len(record["features"]) == 7
+    assert sum(s.rows for s in record.splits.values()) == 1000
+    assert len(record.features) == 7
 
 
 def _schema(params):

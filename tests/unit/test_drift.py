@@ -14,6 +14,7 @@ from closedloop.evaluation.drift import measure_drift, sample_rows, with_predict
 from closedloop.models.persist import load_model
 from closedloop.paths import CANDIDATE_DIR, SNAPSHOT_DIR
 from tests.conftest import measure_drift_on, with_drift
+from tests.fixtures import entry
 
 
 def test_real_label_and_prediction_shift_is_detected(drift_seattle):
@@ -78,13 +79,13 @@ def test_champion_training_data_is_the_reference(drift_project, tmp_path):
     root, _ = drift_project
     champion = tmp_path / "champion"
     champion.mkdir()
-    (champion / "entry.json").write_text(json.dumps({"present": True, "version": "v3"}))
+    (champion / "entry.json").write_text(json.dumps({"present": True, **entry(3, "v3.0.0")}))
     # The champion learned on the production window itself, so nothing but noise can drift.
     shutil.copy(root / SNAPSHOT_DIR / "production.parquet", champion / "train.parquet")
     summary = measure_drift_on(drift_project, tmp_path, champion_entry=champion / "entry.json")
     assert summary["reference"] == {
         "source": "champion",
-        "version": "v3",
+        "version": "v3.0.0",
         "rows": 730,
         "sampled_rows": 730,
     }
@@ -107,7 +108,7 @@ def test_missing_inputs_are_one_line_errors_naming_the_file(drift_project, tmp_p
 
     champion = tmp_path / "champion"
     champion.mkdir()
-    (champion / "entry.json").write_text(json.dumps({"present": True, "version": "v1"}))
+    (champion / "entry.json").write_text(json.dumps({"present": True, **entry(1, "v1.0.0")}))
     with pytest.raises(DataError, match=r"champion/train\.parquet"):
         measure_drift_on(drift_project, tmp_path, champion_entry=champion / "entry.json")
 

@@ -39,7 +39,7 @@ def real_predictions():
 
 def test_metrics_agree_with_sklearn(real_predictions):
     probs, y, classes = real_predictions
-    out = score(probs, y, classes, ece_bins=15)
+    out = score(probs, y, classes, {"ece_bins": 15})
     pred = probs.argmax(1).numpy()
     y = y.numpy()
     assert out["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-6)
@@ -65,10 +65,10 @@ def test_ece_matches_its_definition(real_predictions):
         m = (conf > lo) & (conf <= hi)
         if m.any():
             ece += m.float().mean() * abs((pred[m] == y[m]).float().mean() - conf[m].mean())
-    assert score(probs, y, classes, ece_bins=15)["ece"] == pytest.approx(float(ece), abs=1e-5)
+    assert score(probs, y, classes, {"ece_bins": 15})["ece"] == pytest.approx(float(ece), abs=1e-5)
 
 
-SCHEMA = {"time_column": "date", "target": "weather", "dataset": "seattle_weather"}
+COLUMNS = {"time_column": "date", "target": "weather"}
 
 
 def test_slices_label_rows_as_declared():
@@ -79,21 +79,26 @@ def test_slices_label_rows_as_declared():
             "precipitation": [0.0, 2.5, 12.0, -1.0],
         }
     )
-    assert assign(df, {"name": "s", "by": "season"}, SCHEMA).tolist() == [
+    assert assign(df, {"name": "s", "by": "season"}, **COLUMNS).tolist() == [
         "winter",
         "spring",
         "summer",
         "autumn",
     ]
-    assert assign(df, {"name": "m", "by": "month"}, SCHEMA).tolist() == ["01", "04", "07", "10"]
-    assert assign(df, {"name": "c", "by": "class"}, SCHEMA).tolist() == df.weather.tolist()
+    assert assign(df, {"name": "m", "by": "month"}, **COLUMNS).tolist() == ["01", "04", "07", "10"]
+    assert assign(df, {"name": "c", "by": "class"}, **COLUMNS).tolist() == df.weather.tolist()
     rng = {"name": "p", "by": "range", "column": "precipitation", "bins": [0.0, 0.1, 5.0, 1000.0]}
-    assert assign(df, rng, SCHEMA).tolist() == ["[0, 0.1)", "[0.1, 5)", "[5, 1000)", "out of range"]
-    cols = slice_columns(df, {"slices": [{"name": "season", "by": "season"}]}, SCHEMA)
+    assert assign(df, rng, **COLUMNS).tolist() == [
+        "[0, 0.1)",
+        "[0.1, 5)",
+        "[5, 1000)",
+        "out of range",
+    ]
+    cols = slice_columns(df, {"slices": [{"name": "season", "by": "season"}]}, **COLUMNS)
     assert list(cols.columns) == ["slice_season"]
 
 
 def test_time_slice_without_time_column_is_a_clear_error():
     df = pd.DataFrame({"digit": ["1", "2"]})
     with pytest.raises(DataError, match="no time column"):
-        assign(df, {"name": "season", "by": "season"}, {"time_column": None, "target": "digit"})
+        assign(df, {"name": "season", "by": "season"}, time_column=None, target="digit")

@@ -74,7 +74,7 @@ def test_labelled_feedback_forms_the_production_window_and_joins_training(
 ):
     data, days = production_log
     record, quarantine = run_collect(tmp_path, monkeypatch, data)
-    fb = record["feedback"]
+    fb = record.feedback.model_dump()
     assert fb["predictions_in"] == fb["predictions_kept"] == len(days) == 365
     assert fb["labelled_rows"] == 365 and fb["quarantined"] == len(quarantine) == 0
     prod = read_split("production", tmp_path / "snap")
@@ -84,7 +84,7 @@ def test_labelled_feedback_forms_the_production_window_and_joins_training(
     assert (prod.origin == "feedback:simulator").all()
     assert (train.origin == "feedback:simulator").sum() == 365 - 120
     assert set(prod.weather) <= {"fog", "rain", "sun", "drizzle", "snow"}
-    assert read_schema(tmp_path / "snap")["splits"]["production"]["time_min"] == "2014-09-03"
+    assert read_schema(tmp_path / "snap").splits["production"].time_min == "2014-09-03"
 
 
 def test_corrupt_rows_are_quarantined_with_reasons(tmp_path, monkeypatch, production_log):
@@ -127,7 +127,7 @@ def test_corrupt_rows_are_quarantined_with_reasons(tmp_path, monkeypatch, produc
     export_like(data, "2026-01-06", "feedback", bad_feedback, (400, 401))
 
     record, quarantine = run_collect(tmp_path, monkeypatch, data)
-    fb = record["feedback"]
+    fb = record.feedback.model_dump()
     written_preds, written_feedback = 365 + len(bad_preds) + 2 + 1, 365 + len(bad_feedback)
     assert (
         fb["predictions_in"]

@@ -12,6 +12,7 @@ import yaml
 
 from closedloop.errors import RegistryError
 from closedloop.registry.registry import (
+    describe,
     dump_registry,
     empty_registry,
     load_registry,
@@ -179,6 +180,29 @@ def test_rollback_cli_writes_the_pull_request_body(tmp_path):
     )
     assert load_registry(path)["history"][-1]["change"] == "incident 9"
     assert "v1.1.0 → **v1.0.0**" in body.read_text()
+
+
+def test_pull_request_body_comes_from_the_template(tmp_path, monkeypatch):
+    entry = {**promoted("v1.0.0")["versions"][0], "metrics": {"production": {"accuracy": 0.5}}}
+    body = describe(entry, None, "promote")
+    assert body == (
+        "## Promote v1.0.0\n\n"
+        "`models/registry.yaml` production: none → **v1.0.0**.\n\n"
+        "| | |\n| --- | --- |\n"
+        f"| commit | `{entry['commit']}` |\n"
+        f"| weights sha256 | `{entry['model_hash']}` |\n"
+        f"| DVC md5 of models/candidate | `{entry['dvc_md5']}` |\n"
+        f"| training data | `{'d' * 64}` |\n"
+        "| gate | pass on production |\n"
+        "| change | PR #1 |\n\n"
+        "| split | accuracy |\n| --- | --- |\n| production | 0.5 |\n\n"
+        "Merging this pull request, after review, deploys it; reverting it rolls back.\n"
+    )
+    assert describe(entry, "v1.1.0", "rollback").startswith("## Roll back to v1.0.0\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates/registry_pr.md.j2").write_text("{{ action }}: {{ entry.version }}\n")
+    assert describe(entry, None, "promote") == "promote: v1.0.0\n"
 
 
 # ----------------------------------------------------------------------- atomicity

@@ -35,6 +35,8 @@ def test_contract_files_exist():
         ".pre-commit-config.yaml",
         ".github/workflows/ci.yml",
         "pyproject.toml",
+        "schemas/gate.schema.json",
+        "templates/README.md",
     ]:
         assert (ROOT / rel).is_file(), rel
     for group in ("dataset", "model", "trainer", "metrics", "experiment"):

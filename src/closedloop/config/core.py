@@ -18,6 +18,7 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from closedloop import metrics
 from closedloop.errors import ConfigError
 from closedloop.paths import CONF_DIR, PARAMS
 
@@ -220,7 +221,7 @@ GROUP_SCHEMAS = {
     "gates": GatesConfig,
     "serve": ServeConfig,
 }
-COMPARABLE = ("accuracy", "macro_f1")
+COMPARABLE = metrics.names(comparable=True)  # compared with the champion (closedloop.metrics)
 SLICE_KINDS = ("month", "season", "class", "range", "column")
 
 
@@ -487,9 +488,9 @@ def _check_gates(g: GatesConfig) -> list[tuple[str, str]]:
     if g.min_samples < 1 or g.min_slice_samples < 1:
         return [("min_samples", "min_samples and min_slice_samples must be >= 1")]
     for metric in g.floors:
-        if metric not in (*COMPARABLE, "ece"):
+        if metric not in metrics.names():
             return [
-                (f"floors.{metric}", f"unknown metric (choose from: {', '.join(COMPARABLE)}, ece)")
+                (f"floors.{metric}", f"unknown metric (choose from: {', '.join(metrics.names())})")
             ]
     for i, c in enumerate(g.vs_champion):
         if c.metric not in COMPARABLE:

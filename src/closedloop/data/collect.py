@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from closedloop.artefacts.snapshot import SnapshotSchema
 from closedloop.capture import feedback
 from closedloop.data.snapshot import (
     frame_hash,
@@ -21,14 +22,16 @@ from closedloop.data.snapshot import (
     split_frame,
     validate_frame,
 )
-from closedloop.io import atomic_dir, atomic_path, write_json
+from closedloop.io import atomic_dir, atomic_path
 from closedloop.paths import DATA_DIR, QUARANTINE, SCHEMA, SNAPSHOT_DIR
 
 log = logging.getLogger("closedloop.collect")
 
 
-def collect(params: dict, out_dir: Path = SNAPSHOT_DIR, data_dir: Path = DATA_DIR) -> dict:
-    """Build the snapshot for ``params`` in ``out_dir``; return its schema record."""
+def collect(
+    params: dict, out_dir: Path = SNAPSHOT_DIR, data_dir: Path = DATA_DIR
+) -> SnapshotSchema:
+    """Build the snapshot for ``params`` in ``out_dir``; return its schema.json."""
     ds = params["dataset"]
     raw = load_source(ds)
     features, classes = resolve_columns(ds, raw)
@@ -72,17 +75,18 @@ def collect(params: dict, out_dir: Path = SNAPSHOT_DIR, data_dir: Path = DATA_DI
                 **time_range(part, ds),
             }
         record["data_hash"] = frame_hash_of_hashes(record["splits"])
-        write_json(tmp / SCHEMA.name, record)
+        schema = SnapshotSchema.model_validate(record)
+        schema.write(tmp / SCHEMA.name)
     quarantine = (
         fb.quarantine if fb is not None else pd.DataFrame(columns=feedback.QUARANTINE_COLUMNS)
     )
     with atomic_path(QUARANTINE) as tmp_file:
         quarantine.astype(str).to_parquet(tmp_file, index=False)
-    for name, s in record["splits"].items():
-        log.info("collect: %s %d rows", name, s["rows"])
+    for name, s in schema.splits.items():
+        log.info("collect: %s %d rows", name, s.rows)
     if fb is not None:
         log.info("collect: feedback %s", fb.counts)
-    return record
+    return schema
 
 
 def join_feedback(splits: dict[str, pd.DataFrame], fb: feedback.Feedback, ds: dict) -> dict:

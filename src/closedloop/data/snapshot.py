@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from closedloop.artefacts.snapshot import SnapshotSchema
 from closedloop.config import SPLITS
 from closedloop.errors import DataError
-from closedloop.io import read_json
 from closedloop.paths import SCHEMA, SNAPSHOT_DIR
 
 
@@ -139,11 +139,9 @@ def frame_hash(df: pd.DataFrame) -> str:
 
 
 # -------------------------------------------------------------------- the snapshot
-def read_schema(snapshot: Path = SNAPSHOT_DIR) -> dict:
-    path = Path(snapshot) / SCHEMA.name
-    if not path.exists():
-        raise DataError(f"{path}: no snapshot; run `dvc repro collect` first")
-    return read_json(path)
+def read_schema(snapshot: Path = SNAPSHOT_DIR) -> SnapshotSchema:
+    """The schema.json of a snapshot directory."""
+    return SnapshotSchema.read(Path(snapshot) / SCHEMA.name)
 
 
 def read_split(name: str, snapshot: Path = SNAPSHOT_DIR) -> pd.DataFrame:
@@ -153,9 +151,9 @@ def read_split(name: str, snapshot: Path = SNAPSHOT_DIR) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def tensors(df: pd.DataFrame, schema: dict) -> tuple[np.ndarray, np.ndarray]:
+def tensors(df: pd.DataFrame, schema: SnapshotSchema) -> tuple[np.ndarray, np.ndarray]:
     """Features as float32 and labels as class indices, in the snapshot's declared order."""
-    x = df[schema["features"]].to_numpy(dtype=np.float32)
-    index = {c: i for i, c in enumerate(schema["classes"])}
-    y = df[schema["target"]].astype(str).map(index).to_numpy(dtype=np.int64)
+    x = df[schema.features].to_numpy(dtype=np.float32)
+    index = {c: i for i, c in enumerate(schema.classes)}
+    y = df[schema.target].astype(str).map(index).to_numpy(dtype=np.int64)
     return x, y

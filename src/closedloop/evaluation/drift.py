@@ -22,9 +22,11 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
 from evidently.presets import DataDriftPreset
 
+from closedloop.artefacts.champion import ChampionEntry
+from closedloop.artefacts.drift import DriftReport
 from closedloop.data.snapshot import read_schema, read_split
 from closedloop.errors import DataError
-from closedloop.io import atomic_path, read_json, write_json
+from closedloop.io import atomic_path
 from closedloop.models.persist import load_model, predict_proba
 from closedloop.paths import (
     CANDIDATE_DIR,
@@ -163,16 +165,12 @@ def _strength(result: dict) -> float:
 def load_reference(snapshot: Path, champion_entry: Path) -> tuple[pd.DataFrame, dict, str]:
     """The champion's training data when one is in production, else the candidate's; with
     where it came from (for the JSON) and its path (for error messages)."""
-    entry = read_json(champion_entry) if Path(champion_entry).exists() else {}
-    if entry.get("present"):
+    entry = ChampionEntry.read(champion_entry)
+    if entry is not None:
         path = Path(champion_entry).parent / REFERENCE_DATA
         if not path.exists():
             raise DataError(f"{path}: the champion's training data is missing; run `dvc repro`")
-        return (
-            pd.read_parquet(path),
-            {"source": "champion", "version": entry.get("version")},
-            str(path),
-        )
+        return pd.read_parquet(path), {"source": "champion", "version": entry.version}, str(path)
     path = Path(snapshot) / "train.parquet"
     return read_split("train", snapshot), {"source": "candidate", "version": None}, str(path)
 
@@ -184,7 +182,7 @@ def drift(
     champion_entry: Path = CHAMPION_ENTRY,
     html: Path = DRIFT_HTML,
     out: Path = DRIFT_JSON,
-) -> dict:
+) -> DriftReport:
     """Measure drift of the production window against the reference; write both reports."""
     cfg = params["drift"]
     schema = read_schema(snapshot)
@@ -192,9 +190,9 @@ def drift(
     current_where = str(Path(snapshot) / "production.parquet")
     reference, source, reference_where = load_reference(snapshot, champion_entry)
 
-    kinds = dict.fromkeys(cfg["columns"] or schema["features"], "feature")
+    kinds = dict.fromkeys(cfg["columns"] or schema.features, "feature")
     if cfg["include_target"]:
-        kinds[schema["target"]] = "target"
+        kinds[schema.target] = "target"
     for where, df in ((reference_where, reference), (current_where, current)):
         missing = [c for c in kinds if c not in df.columns]
         if missing:
@@ -215,8 +213,9 @@ def drift(
 
     snap, summary = measure_drift(reference, current, kinds, cfg)
     summary["reference"].update(source)
+    report = DriftReport.model_validate(summary)
     with atomic_path(html) as tmp:
         snap.save_html(str(tmp))  # Evidently writes nothing when given a Path, only a str
         tmp.write_text(stable_ids(tmp.read_text(encoding="utf-8")), encoding="utf-8")
-    write_json(out, summary)
-    return summary
+    report.write(out)
+    return report

@@ -1,8 +1,8 @@
 """Stage `errors`: error analysis of the candidate on the production window.
 
 Every misprediction becomes a row with its failure type (true → predicted class), time,
-confidence, impact and slice labels, in reports/errors.parquet; reports/errors.md summarises
-the top confusions and the errors by time bucket, slice and confidence. Impact is the
+confidence, impact and slice labels, in reports/errors.parquet; reports/errors.md (template
+errors.md.j2) summarises the top confusions and the errors by time bucket, slice and confidence. Impact is the
 confidence the model had in its wrong answer: a sure mistake costs more than a coin flip.
 
     python -m pipelines.errors                    # the stage (what dvc repro runs)
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from closedloop import templating
 from closedloop.errors import DataError
 from closedloop.io import atomic_path, write_text
 from closedloop.paths import ERRORS_MD, ERRORS_TABLE, EVAL_DIR
@@ -56,18 +57,20 @@ def load_eval(split: str, eval_dir: Path = EVAL_DIR) -> tuple[pd.DataFrame, str 
     return frame, time_column
 
 
-def _table(df: pd.DataFrame, headers: list[str]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+def _rows(frame: pd.DataFrame, names: list[str]) -> list[dict]:
+    """A grouped table as plain rows, rounded to 3 places, for the template."""
+    frame = frame.round(3).reset_index()
+    frame.columns = names
+    return frame.to_dict("records")
 
 
 def summary(errors: pd.DataFrame, total: int, top: int = 10) -> str:
-    """The markdown summary: top confusions, then errors by time, slice and confidence."""
+    """reports/errors.md (template errors.md.j2): the top confusions, then the errors by
+    time, slice and confidence."""
     n = len(errors)
-    out = [f"# Error analysis: {n} of {total} predictions wrong ({n / max(total, 1):.1%})", ""]
+    context: dict = {"errors": n, "total": total, "share": n / max(total, 1)}
     if n == 0:
-        return "\n".join(out) + "\nNo errors.\n"
+        return templating.render("errors.md.j2", **context)
     by_type = (
         errors.groupby("failure_type")
         .agg(
@@ -75,38 +78,33 @@ def summary(errors: pd.DataFrame, total: int, top: int = 10) -> str:
         )
         .sort_values(["impact", "errors"], ascending=False)
         .head(top)
-        .round(3)
-        .reset_index()
     )
-    out += ["## Top confusions (by total impact)", "", _table(by_type, list(by_type.columns)), ""]
+    context["top"] = _rows(by_type, ["failure_type", "errors", "mean_confidence", "impact"])
+    context["months"] = []
     if errors["time"].notna().any():
         by_month = (
             errors.assign(month=errors["time"].dt.strftime("%Y-%m"))
             .groupby("month")
             .agg(errors=("row", "size"), mean_confidence=("confidence", "mean"))
         )
-        out += [
-            "## Errors by month",
-            "",
-            _table(by_month.round(3).reset_index(), ["month", "errors", "mean confidence"]),
-            "",
-        ]
-    for column in [c for c in errors.columns if c.startswith("slice_")]:
-        by_slice = errors.groupby(column).agg(
-            errors=("row", "size"), mean_confidence=("confidence", "mean")
-        )
-        name = column.removeprefix("slice_")
-        out += [
-            f"## Errors by slice: {name}",
-            "",
-            _table(by_slice.round(3).reset_index(), [name, "errors", "mean confidence"]),
-            "",
-        ]
+        context["months"] = _rows(by_month, ["month", "errors", "mean_confidence"])
+    context["slices"] = [
+        {
+            "name": column.removeprefix("slice_"),
+            "rows": _rows(
+                errors.groupby(column).agg(
+                    errors=("row", "size"), mean_confidence=("confidence", "mean")
+                ),
+                ["value", "errors", "mean_confidence"],
+            ),
+        }
+        for column in errors.columns
+        if column.startswith("slice_")
+    ]
     bucket = pd.cut(errors["confidence"], CONFIDENCE_BINS, labels=CONFIDENCE_LABELS, right=False)
-    by_conf = errors.groupby(bucket, observed=False).size().reset_index(name="errors")
-    out += ["## Errors by confidence", "", _table(by_conf, ["confidence", "errors"]), ""]
-    out.append("Filter them: `closedloop errors show --help`.")
-    return "\n".join(out) + "\n"
+    by_conf = errors.groupby(bucket, observed=False).size()
+    context["confidence"] = [{"bucket": b, "errors": int(k)} for b, k in by_conf.items()]
+    return templating.render("errors.md.j2", **context)
 
 
 def build(split: str = "production") -> tuple[pd.DataFrame, str]:

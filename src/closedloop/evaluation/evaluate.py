@@ -16,33 +16,33 @@ import numpy as np
 import pandas as pd
 import torch
 from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassCalibrationError,
     MulticlassConfusionMatrix,
-    MulticlassF1Score,
     MulticlassPrecision,
     MulticlassRecall,
 )
 
+from closedloop import metrics as registry
+from closedloop.artefacts.champion import ChampionEntry
+from closedloop.artefacts.evaluation import ComparedChampion, Comparison, Metrics
 from closedloop.data.snapshot import read_schema, read_split, tensors
 from closedloop.errors import DataError
 from closedloop.evaluation.slices import slice_columns
-from closedloop.io import atomic_dir, csv_text, read_json, write_json, write_text
+from closedloop.io import atomic_dir, csv_text, write_json, write_text
 from closedloop.models.persist import load_model, predict_proba
-from closedloop.paths import (
-    CANDIDATE_DIR,
-    CHAMPION_ENTRY,
-    COMPARISON,
-    EVAL_DIR,
-    METRICS,
-    SNAPSHOT_DIR,
-)
+from closedloop.paths import CANDIDATE_DIR, CHAMPION_ENTRY, EVAL_DIR, SNAPSHOT_DIR
 
 DIGITS = 6  # metrics are rounded so reports read well; CPU runs are bit-identical anyway
 
 
-def score(probs: torch.Tensor, target: torch.Tensor, classes: list[str], ece_bins: int) -> dict:
-    """Accuracy, macro-F1, per-class precision and recall, ECE and the confusion matrix."""
+def score(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    classes: list[str],
+    cfg: dict,
+    task: str = registry.DEFAULT_TASK,
+) -> dict:
+    """The task's metrics (closedloop.metrics), per-class precision and recall, and the
+    confusion matrix. ``cfg`` is params `metrics` (ece_bins...)."""
     k = len(classes)
     r = lambda t: round(float(t), DIGITS)  # noqa: E731
     if len(target) == 0:
@@ -52,9 +52,7 @@ def score(probs: torch.Tensor, target: torch.Tensor, classes: list[str], ece_bin
     support = torch.bincount(target, minlength=k)
     return {
         "n": len(target),
-        "accuracy": r(MulticlassAccuracy(k, average="micro")(probs, target)),
-        "macro_f1": r(MulticlassF1Score(k, average="macro", zero_division=0)(probs, target)),
-        "ece": r(MulticlassCalibrationError(k, n_bins=ece_bins, norm="l1")(probs, target)),
+        **{m.name: r(m.score(probs, target, cfg)) for m in registry.task_metrics(task)},
         "per_class": {
             c: {"precision": r(precision[i]), "recall": r(recall[i]), "support": int(support[i])}
             for i, c in enumerate(classes)
@@ -101,10 +99,8 @@ def predictions_frame(df: pd.DataFrame, probs: torch.Tensor, config: dict) -> pd
 
 def load_champion(entry_path: Path = CHAMPION_ENTRY):
     """The resolved champion (model, config, entry), or None before the first promotion."""
-    if not Path(entry_path).exists():
-        return None
-    entry = read_json(entry_path)
-    if not entry.get("present"):
+    entry = ChampionEntry.read(entry_path)
+    if entry is None:
         return None
     model, config = load_model(Path(entry_path).parent)
     return model, config, entry
@@ -116,7 +112,7 @@ def champion_predictions(champion, df: pd.DataFrame) -> list[str]:
     missing = [f for f in config["features"] if f not in df.columns]
     if missing:
         raise DataError(
-            f"champion {entry.get('version')}: feature(s) {missing} are not in the snapshot; "
+            f"champion {entry.version}: feature(s) {missing} are not in the snapshot; "
             "it cannot be compared on the same inputs"
         )
     x = df[config["features"]].to_numpy(dtype=np.float32)
@@ -129,16 +125,19 @@ def evaluate(
     snapshot: Path = SNAPSHOT_DIR,
     model_dir: Path = CANDIDATE_DIR,
     champion_entry: Path = CHAMPION_ENTRY,
-) -> dict:
+) -> Metrics:
     """Score the candidate, and the champion on the same rows, on every split ``metrics.splits``
-    names: overall, per slice, with paired statistics on the difference."""
+    names: overall, per slice, with paired statistics on the difference. Writes
+    reports/metrics.json, reports/comparison.json and reports/eval/."""
     from closedloop.evaluation.statistics import compare_split
 
     mcfg = params["metrics"]
     model, config = load_model(model_dir)
     champion = load_champion(champion_entry)
-    schema = {**read_schema(snapshot), "features": config["features"], "classes": config["classes"]}
-    train = read_split("train", snapshot)[schema["target"]].astype(str)
+    schema = read_schema(snapshot).model_copy(
+        update={"features": config["features"], "classes": config["classes"]}
+    )
+    train = read_split("train", snapshot)[schema.target].astype(str)
     baseline_class = str(train.value_counts().sort_index().idxmax())
     metrics: dict = {}
     comparison: dict = {}
@@ -148,7 +147,7 @@ def evaluate(
             x, y = tensors(df, schema)
             target = torch.from_numpy(y)
             probs = predict_proba(model, x)
-            scored = score(probs, target, config["classes"], mcfg["ece_bins"])
+            scored = score(probs, target, config["classes"], mcfg)
             write_json(
                 tmp / f"confusion_{split}.json",
                 {"classes": config["classes"], "matrix": scored.pop("confusion_matrix")},
@@ -157,7 +156,9 @@ def evaluate(
             frame = predictions_frame(df, probs, config)
             if champion is not None:
                 frame["champion_predicted"] = champion_predictions(champion, df)
-            slices = slice_columns(df, params["slices"], schema)
+            slices = slice_columns(
+                df, params["slices"], target=schema.target, time_column=schema.time_column
+            )
             frame = pd.concat([frame, slices.reset_index(drop=True)], axis=1)
             frame.to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")
             comparison[split] = compare_split(
@@ -168,13 +169,16 @@ def evaluate(
                 tmp / f"calibration_{split}.csv",
                 csv_text(calibration, ["confidence", "accuracy", "count"]),
             )
-    comparison = {
-        "champion": None
-        if champion is None
-        else {k: champion[2].get(k) for k in ("version", "model_hash", "commit")},
-        "baseline_class": baseline_class,
-        "splits": comparison,
-    }
-    write_json(COMPARISON, comparison)
-    write_json(METRICS, metrics)
-    return metrics
+    entry = None if champion is None else champion[2]
+    Comparison(
+        champion=None
+        if entry is None
+        else ComparedChampion(
+            version=entry.version, model_hash=entry.model_hash, commit=entry.commit
+        ),
+        baseline_class=baseline_class,
+        splits=comparison,
+    ).write()
+    result = Metrics.model_validate(metrics)
+    result.write()
+    return result

@@ -39,19 +39,18 @@ def _range_labels(values: pd.Series, bins: list[float]) -> pd.Series:
     return pd.Series(labels[idx], index=values.index)
 
 
-def assign(df: pd.DataFrame, spec: dict, schema: dict) -> pd.Series:
+def assign(df: pd.DataFrame, spec: dict, *, target: str, time_column: str | None) -> pd.Series:
     """The slice label of every row of ``df`` for one slice spec."""
     where = f"slices: {spec['name']} (by {spec['by']})"
     if spec["by"] in ("month", "season"):
-        column = schema.get("time_column")
-        if not column:
-            raise DataError(f"{where}: dataset {schema.get('dataset')!r} has no time column")
-        months = pd.to_datetime(df[column]).dt.month
+        if not time_column:
+            raise DataError(f"{where}: the dataset has no time column")
+        months = pd.to_datetime(df[time_column]).dt.month
         if spec["by"] == "season":
             return months.map(SEASONS)
         return months.map(lambda m: f"{m:02d}")
     if spec["by"] == "class":
-        return df[schema["target"]].astype(str)
+        return df[target].astype(str)
     column = spec["column"]
     if column not in df.columns:
         raise DataError(f"{where}: column {column!r} is not in the snapshot")
@@ -60,9 +59,14 @@ def assign(df: pd.DataFrame, spec: dict, schema: dict) -> pd.Series:
     return df[column].astype(str)
 
 
-def slice_columns(df: pd.DataFrame, slices_cfg: dict, schema: dict) -> pd.DataFrame:
-    """One `slice_<name>` column per declared slice."""
+def slice_columns(
+    df: pd.DataFrame, slices_cfg: dict, *, target: str, time_column: str | None
+) -> pd.DataFrame:
+    """One `slice_<name>` column per declared slice (``target``: the label column)."""
     return pd.DataFrame(
-        {f"slice_{s['name']}": assign(df, s, schema).to_numpy() for s in slices_cfg["slices"]},
+        {
+            f"slice_{s['name']}": assign(df, s, target=target, time_column=time_column).to_numpy()
+            for s in slices_cfg["slices"]
+        },
         index=df.index,
     )

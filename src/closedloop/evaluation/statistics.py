@@ -2,8 +2,8 @@
 
 A point estimate hides noise: the gate judges a paired bootstrap CI on the delta
 (scipy.stats.bootstrap), McNemar's exact test on disagreements (scipy.stats.binomtest) and,
-across slices, Holm-corrected p-values (statsmodels). Metrics are numpy, batched over
-resamples, so a thousand resamples of a few thousand rows take milliseconds.
+across slices, Holm-corrected p-values (statsmodels). The metrics are closedloop.metrics'
+label functions, batched over resamples, so a thousand resamples take milliseconds.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from closedloop import metrics as registry
 from closedloop.errors import DataError
 
 DIGITS = 6
-METRICS = ("accuracy", "macro_f1")
 MAX_BATCH_CELLS = 2_000_000  # resamples x rows held in memory at once by the bootstrap
 # scipy >= 1.15 takes `rng`; older releases only `random_state` (same meaning for a Generator).
 _RNG_KW = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
@@ -29,33 +29,21 @@ def _r(x: float) -> float:
     return round(float(x), DIGITS)
 
 
-def _batched(metric: str, y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    """The metric along the last axis of (..., n) integer arrays with labels in [0, k)."""
-    if metric == "accuracy":
-        return (y == pred).mean(axis=-1)
-    if metric != "macro_f1":
-        raise DataError(f"unknown metric {metric!r} (choose from: {', '.join(METRICS)})")
-    lead = y.shape[:-1]
-    y2, p2 = y.reshape(-1, y.shape[-1]), pred.reshape(-1, y.shape[-1])
-    m = y2.shape[0]
-    offset = np.arange(m)[:, None] * k  # one block of k bins per resample: one bincount for all
-    cells = m * k
-    tp = np.bincount((offset + y2)[y2 == p2], minlength=cells).reshape(m, k)
-    support = np.bincount((offset + y2).ravel(), minlength=cells).reshape(m, k)
-    predicted = np.bincount((offset + p2).ravel(), minlength=cells).reshape(m, k)
-    denom = support + predicted
-    present = denom > 0  # labels in y or pred: sklearn's and torchmetrics' macro average
-    f1 = np.divide(2 * tp, denom, out=np.zeros(denom.shape), where=present)
-    return (f1.sum(axis=1) / present.sum(axis=1)).reshape(lead)
+def _on_labels(metric: str, y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """The metric along the last axis of (..., n) label arrays, as closedloop.metrics declares."""
+    declared = registry.get(metric)
+    if not declared.comparable:
+        raise DataError(f"{metric}: needs more than labels; it has no paired bootstrap")
+    return declared.on_labels(y, pred, k)
 
 
 def metric_value(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
-    """Accuracy or macro-F1 (labels: the union of y and pred, zero_division=0)."""
+    """A comparable metric from labels (for multiclass: the union of y and pred's labels)."""
     y, pred = np.asarray(y, dtype=np.int64), np.asarray(pred, dtype=np.int64)
     if len(y) == 0:
         raise DataError(f"{metric}: no examples to score")
     k = int(max(y.max(), pred.max())) + 1
-    return float(_batched(metric, y, pred, k))
+    return float(_on_labels(metric, y, pred, k))
 
 
 def paired_delta_ci(
@@ -76,7 +64,7 @@ def paired_delta_ci(
         k = int(max(y.max(), cand.max(), champ.max())) + 1
 
         def statistic(y, cand, champ, axis=-1):
-            return _batched(metric, y, cand, k) - _batched(metric, y, champ, k)
+            return _on_labels(metric, y, cand, k) - _on_labels(metric, y, champ, k)
 
         res = stats.bootstrap(
             (y, cand, champ),

@@ -10,50 +10,31 @@ exits 0 on any verdict, so the report still renders; the verdict is in the file.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
-from closedloop.errors import DataError
-from closedloop.io import read_json, write_json
-from closedloop.paths import (
-    CANDIDATE_DIR,
-    CARD_JSON,
-    CHAMPION_ENTRY,
-    COMPARISON,
-    DRIFT_JSON,
-    GATE,
-    METRICS,
-    SCHEMA,
-)
-
-HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "ece": False}
+from closedloop import metrics as registry
+from closedloop.artefacts.card import ModelCard
+from closedloop.artefacts.champion import ChampionEntry
+from closedloop.artefacts.drift import DriftReport
+from closedloop.artefacts.evaluation import Comparison, MetricDelta, Metrics, SplitComparison
+from closedloop.artefacts.gate import Check, GateChampion, GateReport, Status, verdict_of
+from closedloop.artefacts.snapshot import SnapshotSchema, SplitInfo
+from closedloop.paths import DRIFT_JSON, GATE
 
 
-def check(name: str, status: str, value=None, threshold=None, reason: str = "") -> dict:
-    return {
-        "name": name,
-        "passed": status == "pass",
-        "status": status,
-        "value": value,
-        "threshold": threshold,
-        "reason": reason,
-    }
-
-
-def verdict(checks: list[dict]) -> str:
-    """Any fail fails; otherwise any inconclusive is inconclusive; only all-pass passes."""
-    statuses = {c["status"] for c in checks}
-    return (
-        "fail" if "fail" in statuses else "inconclusive" if "inconclusive" in statuses else "pass"
+def check(name: str, status: Status, value=None, threshold=None, reason: str = "") -> Check:
+    return Check(
+        name=name,
+        passed=status == "pass",
+        status=status,
+        value=value,
+        threshold=threshold,
+        reason=reason,
     )
 
 
-def _number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _min_samples(n, minimum: int) -> dict:
-    if not _number(n):
+def _min_samples(n: int | None, minimum: int) -> Check:
+    if n is None:
         return check("min_samples", "fail", None, minimum, "split missing from the reports")
     if n < minimum:
         return check(
@@ -62,41 +43,34 @@ def _min_samples(n, minimum: int) -> dict:
     return check("min_samples", "pass", n, minimum, f"{n} >= {minimum} examples")
 
 
-def _floors(split_metrics: dict, floors: dict) -> list[dict]:
+def _floors(split_metrics, floors: dict, task: str) -> list[Check]:
     out = []
-    for metric, limit in floors.items():
-        name, value = f"floor:{metric}", split_metrics.get(metric)
-        if not _number(value):
-            out.append(check(name, "fail", None, limit, "missing metric in reports/metrics.json"))
-        elif HIGHER_IS_BETTER[metric]:
-            ok = value >= limit
+    for name, limit in floors.items():
+        metric = registry.get(name, task)
+        value = None if split_metrics is None else split_metrics.value(name)
+        check_name = f"floor:{name}"
+        if value is None:
             out.append(
-                check(
-                    name, "pass" if ok else "fail", value, limit, f"{value:.4f} must be >= {limit}"
-                )
+                check(check_name, "fail", None, limit, "missing metric in reports/metrics.json")
             )
+            continue
+        ok = metric.meets(value, limit)
+        if metric.higher_is_better:
+            reason = f"{value:.4f} must be >= {limit}"
         else:
-            ok = value <= limit
-            out.append(
-                check(
-                    name,
-                    "pass" if ok else "fail",
-                    value,
-                    limit,
-                    f"{value:.4f} must be <= {limit} (lower is better)",
-                )
-            )
+            reason = f"{value:.4f} must be <= {limit} (lower is better)"
+        out.append(check(check_name, "pass" if ok else "fail", value, limit, reason))
     return out
 
 
-def _vs_champion(overall: dict, spec: dict, level: str) -> dict:
+def _vs_champion(overall: dict[str, MetricDelta], spec: dict, level: str) -> Check:
     metric, mode, margin = spec["metric"], spec["mode"], spec["margin"]
     name = f"vs_champion:{metric}"
     threshold = margin if mode == "superiority" else -margin
-    e = overall.get(metric) or {}
-    low, high, delta = e.get("ci_low"), e.get("ci_high"), e.get("delta")
-    if not all(_number(x) for x in (low, high, delta)):
+    e = overall.get(metric)
+    if e is None or e.ci_low is None or e.ci_high is None or e.delta is None:
         return check(name, "fail", None, threshold, "missing metric in reports/comparison.json")
+    low, high, delta = e.ci_low, e.ci_high, e.delta
     ci = f"delta {delta:+.4f}, {level} CI [{low:+.4f}, {high:+.4f}]"
     if low > threshold:
         return check(name, "pass", low, threshold, f"{mode}: {ci}, lower bound > {threshold:+g}")
@@ -112,9 +86,10 @@ def _vs_champion(overall: dict, spec: dict, level: str) -> dict:
 
 
 def _slice_regression(
-    slices: dict, names: list[str], spec: dict, min_n: int, alpha: float
-) -> list[dict]:
+    comp: SplitComparison | None, names: list[str], spec: dict, min_n: int, alpha: float
+) -> list[Check]:
     metric, max_drop = spec["metric"], spec["max_drop"]
+    slices = comp.slices if comp is not None else {}
     out = []
     for sname in names:
         if sname not in slices:
@@ -125,15 +100,16 @@ def _slice_regression(
             )
             continue
         for value, s in sorted(slices[sname].items()):
-            name, n = f"slice:{sname}={value}", s.get("n", 0)
-            delta, p = (s.get(metric) or {}).get("delta"), s.get("p_holm")
+            name, n = f"slice:{sname}={value}", s.n
+            scores, p = s.metric(metric), s.p_holm
+            delta = None if scores is None else scores.delta
             if n < min_n:
                 out.append(
                     check(
                         name, "pass", None, -max_drop, f"n={n}: below min_slice_samples, not gated"
                     )
                 )
-            elif not (_number(delta) and _number(p)):
+            elif delta is None or p is None:
                 out.append(
                     check(name, "fail", None, -max_drop, f"missing {metric} delta or p_holm")
                 )
@@ -162,11 +138,12 @@ def _slice_regression(
     return out
 
 
-def _beat_baseline(comp: dict, metric: str) -> dict:
+def _beat_baseline(comp: SplitComparison | None, metric: str) -> Check:
     name = f"beat_baseline:{metric}"
-    cand = ((comp.get("overall") or {}).get(metric) or {}).get("candidate")
-    base = (comp.get("baseline") or {}).get(metric)
-    if not (_number(cand) and _number(base)):
+    scores = None if comp is None else comp.overall.get(metric)
+    cand = None if scores is None else scores.candidate
+    base = None if comp is None else comp.baseline.get(metric)
+    if cand is None or base is None:
         return check(name, "fail", cand, base, "missing metric in reports/comparison.json")
     ok = cand > base
     return check(
@@ -178,16 +155,14 @@ def _beat_baseline(comp: dict, metric: str) -> dict:
     )
 
 
-def _drift(drift: dict | None, spec: dict) -> list[dict]:
+def _drift(drift: DriftReport | None, spec: dict) -> list[Check]:
     share, columns = spec["max_drifted_share"], spec["columns"]
     names = ["drift:max_drifted_share"] + [f"drift:column:{c}" for c in columns]
     if drift is None:
         return [check(n, "fail", None, None, f"{DRIFT_JSON} missing") for n in names]
-    value = drift.get("drifted_share")
+    value = drift.drifted_share
     if share is None:
         out = [check(names[0], "pass", value, None, "report only")]
-    elif not _number(value):
-        out = [check(names[0], "fail", None, share, f"drifted_share missing in {DRIFT_JSON}")]
     else:
         ok = value <= share
         out = [
@@ -196,67 +171,68 @@ def _drift(drift: dict | None, spec: dict) -> list[dict]:
             )
         ]
     for name, column in zip(names[1:], columns, strict=True):
-        c = (drift.get("columns") or {}).get(column)
+        c = drift.columns.get(column)
         if c is None:
             out.append(check(name, "fail", None, None, f"column missing in {DRIFT_JSON}"))
         else:
-            how = f"{c.get('method')} {c.get('score')} vs threshold {c.get('threshold')}"
-            status = "fail" if c.get("drifted") else "pass"
+            how = f"{c.method} {c.score} vs threshold {c.threshold}"
             out.append(
                 check(
                     name,
-                    status,
-                    c.get("score"),
-                    c.get("threshold"),
-                    f"{'drifted' if c.get('drifted') else 'no drift'}: {how}",
+                    "fail" if c.drifted else "pass",
+                    c.score,
+                    c.threshold,
+                    f"{'drifted' if c.drifted else 'no drift'}: {how}",
                 )
             )
     return out
 
 
-def _staleness(split_schema: dict | None, max_days: int, as_of: str | None) -> dict:
+def _staleness(split: SplitInfo | None, max_days: int, as_of: str | None) -> Check:
     today = dt.date.fromisoformat(as_of) if as_of else dt.datetime.now(dt.timezone.utc).date()
-    newest = (split_schema or {}).get("time_max")
+    newest = None if split is None else split.time_max
     if newest is None:
         return check("staleness", "fail", None, max_days, "no time column: data age unknown")
-    age = (today - dt.date.fromisoformat(str(newest)[:10])).days
+    age = (today - dt.date.fromisoformat(newest[:10])).days
     ok = age <= max_days
     return check(
         "staleness",
         "pass" if ok else "fail",
         age,
         max_days,
-        f"newest row {str(newest)[:10]} is {age} days old on {today} (max {max_days})",
+        f"newest row {newest[:10]} is {age} days old on {today} (max {max_days})",
     )
 
 
 def judge(
-    comparison: dict,
-    metrics: dict,
-    drift: dict | None,
-    schema: dict,
+    comparison: Comparison,
+    metrics: Metrics,
+    drift: DriftReport | None,
+    schema: SnapshotSchema,
     gates_cfg: dict,
-    champion: dict | None,
+    champion: ChampionEntry | None,
     model_hash: str,
     *,
     slice_names: list[str],
     confidence_level: float,
-) -> dict:
-    """The gate verdict for a candidate. ``comparison`` is reports/comparison.json, ``champion``
-    the entry of a present champion (None before the first promotion), ``slice_names`` the
-    slices params declares (each must be in the comparison)."""
+    task: str = registry.DEFAULT_TASK,
+) -> GateReport:
+    """The gate verdict for a candidate. ``champion`` is the entry of a present champion (None
+    before the first promotion), ``slice_names`` the slices params declares (each must be in
+    the comparison). A split the reports lack fails every check that needs it."""
     g, split = gates_cfg, gates_cfg["split"]
-    comp = (comparison.get("splits") or {}).get(split) or {}
-    split_metrics = metrics.get(split) or {}
-    n = comp.get("n", split_metrics.get("n"))
-    checks = [_min_samples(n, g["min_samples"]), *_floors(split_metrics, g["floors"])]
+    comp = comparison.splits.get(split)
+    split_metrics = metrics.get(split)
+    n = comp.n if comp is not None else None if split_metrics is None else split_metrics.n
+    checks = [_min_samples(n, g["min_samples"]), *_floors(split_metrics, g["floors"], task)]
     if champion is not None:
         policy = "vs_champion"
         level = f"{confidence_level:.0%}"
-        checks += [_vs_champion(comp.get("overall") or {}, s, level) for s in g["vs_champion"]]
+        overall = comp.overall if comp is not None else {}
+        checks += [_vs_champion(overall, s, level) for s in g["vs_champion"]]
         if g["slice_regression"] is not None:
             checks += _slice_regression(
-                comp.get("slices") or {},
+                comp,
                 slice_names,
                 g["slice_regression"],
                 g["min_slice_samples"],
@@ -284,65 +260,42 @@ def judge(
         checks.append(_beat_baseline(comp, g["beat_baseline"]))
     checks += _drift(drift, g["drift"])
     if g["max_data_age_days"] is not None:
-        split_schema = (schema.get("splits") or {}).get(split)
-        checks.append(_staleness(split_schema, g["max_data_age_days"], g["as_of"]))
-    return {
-        "verdict": verdict(checks),
-        "model_hash": model_hash,
-        "champion": None
+        checks.append(_staleness(schema.splits.get(split), g["max_data_age_days"], g["as_of"]))
+    return GateReport(
+        verdict=verdict_of(checks),
+        model_hash=model_hash,
+        champion=None
         if champion is None
-        else {"version": champion.get("version"), "model_hash": champion.get("model_hash")},
-        "split": split,
-        "policy": policy,
-        "checks": checks,
-    }
-
-
-def _read(path: Path, required: bool = True) -> dict | None:
-    """A JSON object from ``path``; a missing required or a corrupt file is one line."""
-    path = Path(path)
-    if not path.exists():
-        if required:
-            raise DataError(f"{path}: missing; run `dvc repro` to produce it")
-        return None
-    try:
-        obj = read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
+        else GateChampion(version=champion.version, model_hash=champion.model_hash),
+        split=split,
+        policy=policy,
+        checks=checks,
+    )
 
 
 def check_verdict(path: Path = GATE) -> int:
     """Exit status for CI: 0 only when the recorded verdict is pass (a required check)."""
-    verdict = _read(path).get("verdict")
-    for c in _read(path).get("checks", []):
-        if c.get("status") != "pass":
-            print(f"{c.get('status')}: {c.get('name')}: {c.get('reason')}")
-    print(f"gate verdict: {verdict}")
-    return 0 if verdict == "pass" else 1
+    gate = GateReport.read(path)
+    for c in gate.checks:
+        if c.status != "pass":
+            print(f"{c.status}: {c.name}: {c.reason}")
+    print(f"gate verdict: {gate.verdict}")
+    return 0 if gate.verdict == "pass" else 1
 
 
-def gate_reports(params: dict) -> dict:
+def gate_reports(params: dict) -> GateReport:
     """Judge the candidate from the reports evaluate and drift wrote; write reports/gate.json."""
-    comparison = _read(COMPARISON)
-    if not isinstance(comparison.get("splits"), dict):
-        raise DataError(f"{COMPARISON}: no 'splits' object; rerun `dvc repro evaluate`")
-    card = _read(CANDIDATE_DIR / CARD_JSON)
-    if not card.get("weights_sha256"):
-        raise DataError(f"{CANDIDATE_DIR / CARD_JSON}: no weights_sha256")
-    entry = _read(CHAMPION_ENTRY, required=False) or {}
+    comparison = Comparison.read()
     result = judge(
         comparison,
-        _read(METRICS),
-        _read(DRIFT_JSON, required=False),
-        _read(SCHEMA),
+        Metrics.read(),
+        DriftReport.read_if_present(),
+        SnapshotSchema.read(),
         params["gates"],
-        entry if entry.get("present") else None,
-        card["weights_sha256"],
+        ChampionEntry.read(),
+        ModelCard.read().weights_sha256,
         slice_names=[s["name"] for s in params["slices"]["slices"]],
         confidence_level=params["metrics"]["confidence_level"],
     )
-    write_json(GATE, result)
+    result.write()
     return result

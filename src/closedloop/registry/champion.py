@@ -10,19 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from closedloop.io import atomic_dir, write_json
+from closedloop.artefacts.champion import ChampionEntry, write_no_champion
+from closedloop.io import atomic_dir
 from closedloop.paths import CHAMPION_DIR, CHAMPION_ENTRY, REGISTRY
 from closedloop.registry.registry import load_registry, production_entry, resolve_model
 
 
 def build_champion(
     registry: Path = REGISTRY, out_dir: Path = CHAMPION_DIR, repo_root: Path = Path(".")
-) -> dict:
-    """Materialise the production entry into ``out_dir``; return what entry.json holds."""
+) -> ChampionEntry | None:
+    """Materialise the production entry into ``out_dir``; return it (None before the first)."""
     entry = production_entry(load_registry(registry))
-    info = {"present": False} if entry is None else {"present": True, **entry}
+    champion = None if entry is None else ChampionEntry.model_validate({"present": True, **entry})
     with atomic_dir(out_dir) as tmp:
-        if entry is not None:
+        if champion is None:
+            write_no_champion(tmp / CHAMPION_ENTRY.name)
+        else:
             resolve_model(entry, tmp, repo_root)
-        write_json(tmp / CHAMPION_ENTRY.name, info)
-    return info
+            champion.write(tmp / CHAMPION_ENTRY.name)
+    return champion

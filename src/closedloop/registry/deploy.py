@@ -34,7 +34,7 @@ def _production(registry: Path) -> tuple[dict, dict]:
 def verify(registry: Path = REGISTRY) -> dict:
     """The production entry passed its gate and its weights resolve to the recorded hash."""
     _, entry = _production(registry)
-    verdict = (entry.get("gate") or {}).get("verdict")
+    verdict = entry["gate"]["verdict"]  # load_registry checked the entry's shape
     if verdict != "pass":
         raise RegistryError(
             f"{registry}: {entry['version']} has gate verdict {verdict!r}, not 'pass'"
@@ -69,7 +69,7 @@ def tag(registry: Path = REGISTRY, push: bool = False) -> list[str]:
             "-a",
             name,
             "-m",
-            f"{entry['version']} ({entry['model_hash'][:12]}): {entry.get('change', '')}",
+            f"{entry['version']} ({entry['model_hash'][:12]}): {entry['change']}",
         )
     if push and names:
         _git("push", "origin", *names)

@@ -7,16 +7,19 @@ It only edits models/registry.yaml; production changes when a reviewed PR merges
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
 from pathlib import Path
 
 import yaml
 
+from closedloop.artefacts.card import ModelCard
+from closedloop.artefacts.champion import EntryGate, RegistryEntry
+from closedloop.artefacts.evaluation import Metrics
+from closedloop.artefacts.gate import GateReport
 from closedloop.errors import RegistryError
-from closedloop.io import read_json, sha256_file
-from closedloop.paths import CANDIDATE_DIR, CARD_JSON, GATE, METRICS, PARAMS, REGISTRY, WEIGHTS
+from closedloop.io import sha256_file
+from closedloop.paths import CANDIDATE_DIR, CARD_JSON, GATE, METRICS, REGISTRY, WEIGHTS
 from closedloop.registry.registry import (
     VERSION_RE,
     find_version,
@@ -29,18 +32,6 @@ from closedloop.registry.registry import (
 )
 
 LOCK = Path("dvc.lock")
-
-
-def _json(path: Path) -> dict:
-    try:
-        obj = read_json(path)
-    except FileNotFoundError:
-        raise RegistryError(f"{path}: not found; run `dvc repro` first") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise RegistryError(f"{path}: unreadable ({e})") from None
-    if not isinstance(obj, dict):
-        raise RegistryError(f"{path}: expected a JSON object")
-    return obj
 
 
 def _git(root: Path, *args: str) -> str:
@@ -64,23 +55,11 @@ def candidate_md5(lock_text: str, where: str) -> str:
     raise RegistryError(f"{where}: records no {CANDIDATE_DIR} output; run `dvc repro`")
 
 
-def gate_split(gate: dict, root: Path) -> str | None:
-    """The split the gate judged: from gate.json, else from params.yaml's gates.split."""
-    if gate.get("split"):
-        return gate["split"]
-    params = root / PARAMS
-    if not params.exists():
-        return None
-    gates = (yaml.safe_load(params.read_text(encoding="utf-8")) or {}).get("gates") or {}
-    return gates.get("split")
-
-
-def scalar_metrics(metrics: dict) -> dict:
+def scalar_metrics(metrics: Metrics) -> dict[str, dict[str, int | float]]:
     """Per split, only the headline numbers (accuracy, macro_f1, ece, n), to keep entries small."""
     return {
-        split: {k: v for k, v in sorted(values.items()) if isinstance(v, int | float)}
+        split: dict(sorted({"n": values.n, **values.model_extra}.items()))
         for split, values in sorted(metrics.items())
-        if isinstance(values, dict)
     }
 
 
@@ -105,18 +84,16 @@ def promote(
     elif find_version(reg, version) is not None:
         raise RegistryError(f"{registry}: version {version} already exists")
 
-    gate = _json(root / GATE)
-    if gate.get("verdict") != "pass":
-        raise RegistryError(
-            f"{GATE}: verdict is {gate.get('verdict')!r}, not 'pass'; refusing to promote"
-        )
+    gate = GateReport.read(root / GATE)
+    if gate.verdict != "pass":
+        raise RegistryError(f"{GATE}: verdict is {gate.verdict!r}, not 'pass'; refusing to promote")
     weights = root / CANDIDATE_DIR / WEIGHTS
     if not weights.is_file():
         raise RegistryError(f"{CANDIDATE_DIR / WEIGHTS}: not found; run `dvc repro` first")
     model_hash = sha256_file(weights)
-    if gate.get("model_hash") != model_hash:
+    if gate.model_hash != model_hash:
         raise RegistryError(
-            f"{GATE}: judged model {str(gate.get('model_hash'))[:12]} but {CANDIDATE_DIR}/ "
+            f"{GATE}: judged model {gate.model_hash[:12]} but {CANDIDATE_DIR}/ "
             f"holds {model_hash[:12]}; rerun `dvc repro` before promoting"
         )
     taken = next((e for e in reg["versions"] if e["model_hash"] == model_hash), None)
@@ -134,17 +111,17 @@ def promote(
             f"({commit[:12]}); commit dvc.lock first"
         )
 
-    entry = {
-        "version": version,
-        "commit": commit,
-        "model_hash": model_hash,
-        "dvc_md5": md5,
-        "data_hash": _json(root / CANDIDATE_DIR / CARD_JSON).get("data_hash"),
-        "metrics": scalar_metrics(_json(root / METRICS)),
-        "gate": {"verdict": gate["verdict"], "split": gate_split(gate, root)},
-        "change": change,
-        "promoted_at": at or utc_now(),
-    }
+    entry = RegistryEntry(
+        version=version,
+        commit=commit,
+        model_hash=model_hash,
+        dvc_md5=md5,
+        data_hash=ModelCard.read(root / CANDIDATE_DIR / CARD_JSON).data_hash,
+        metrics=scalar_metrics(Metrics.read(root / METRICS)),
+        gate=EntryGate(verdict=gate.verdict, split=gate.split),
+        change=change,
+        promoted_at=at or utc_now(),
+    ).model_dump(mode="json")
     # The entry must resolve, through DVC at that commit, to the weights the gate judged.
     with tempfile.TemporaryDirectory() as tmp:
         resolve_model(entry, Path(tmp) / "model", root)

@@ -9,20 +9,21 @@ that commit and refuses anything whose hash differs.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
+from closedloop import templating
+from closedloop.artefacts.base import problem
+from closedloop.artefacts.champion import RegistryEntry
 from closedloop.errors import RegistryError
 from closedloop.io import atomic_dir, sha256_file, write_text
 from closedloop.paths import CANDIDATE_DIR, REFERENCE_DATA, REGISTRY, SNAPSHOT_DIR, WEIGHTS
 
 VERSION_RE = re.compile(r"v(\d+)\.(\d+)\.(\d+)")
-HEX40 = re.compile(r"[0-9a-f]{40}")
-HEX64 = re.compile(r"[0-9a-f]{64}")
 ACTIONS = ("promote", "rollback")
 
 HEADER = """\
@@ -38,24 +39,6 @@ KEY_COMMENTS = {
     "production": "version of the production entry, or null before the first promotion",
     "versions": "promoted entries, oldest first; never modified once written",
     "history": "append-only log of promote and rollback events",
-}
-
-
-def _text(pattern: re.Pattern | None = None) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, str) and (pattern is None or bool(pattern.fullmatch(v)))
-
-
-# Entry fields and their checks: (what is expected, predicate).
-ENTRY_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "version": ("a version like v1.2.0", _text(VERSION_RE)),
-    "commit": ("a 40-digit git sha", _text(HEX40)),
-    "model_hash": ("a 64-digit sha256", _text(HEX64)),
-    "dvc_md5": ("a string", _text()),
-    "data_hash": ("a string", _text()),
-    "metrics": ("a mapping", lambda v: isinstance(v, dict)),
-    "gate": ("a mapping with a verdict", lambda v: isinstance(v, dict) and "verdict" in v),
-    "change": ("a string", _text()),
-    "promoted_at": ("an ISO timestamp string", _text()),
 }
 
 
@@ -102,11 +85,13 @@ def check_registry(reg: Any) -> str | None:
     for i, entry in enumerate(reg["versions"]):
         if not isinstance(entry, dict):
             return f"versions[{i}]: expected a mapping, got {type(entry).__name__}"
-        for field, (what, ok) in ENTRY_FIELDS.items():
-            if field not in entry:
-                return f"versions[{i}]: missing {field}"
-            if not ok(entry[field]):
-                return f"versions[{i}].{field}: expected {what}, got {entry[field]!r}"
+        try:
+            RegistryEntry.model_validate(entry)
+        except ValidationError as e:
+            where, _, what = problem(e).partition(": ")
+            if what.startswith("missing"):
+                return f"versions[{i}]: missing {where}{what.removeprefix('missing')}"
+            return f"versions[{i}].{where}: {what}"
         if entry["version"] in seen:
             return f"versions[{i}]: version {entry['version']} appears twice"
         seen.add(entry["version"])
@@ -252,34 +237,18 @@ def resolve_model(entry: dict, dest: Path | str, repo_root: Path | str = Path(".
     return dest
 
 
-def describe(entry: dict, previous: str | None, title: str) -> str:
-    """A pull-request body for a registry change: what becomes production, and its evidence."""
-    gate = entry["gate"]
-    lines = [
-        f"## {title}",
-        "",
-        f"`models/registry.yaml` production: {previous or 'none'} → **{entry['version']}**.",
-        "",
-        "| | |",
-        "| --- | --- |",
-        f"| commit | `{entry['commit']}` |",
-        f"| weights sha256 | `{entry['model_hash']}` |",
-        f"| DVC md5 of models/candidate | `{entry['dvc_md5']}` |",
-        f"| training data | `{entry['data_hash']}` |",
-        f"| gate | {gate['verdict']} on {gate.get('split') or 'its split'} |",
-        f"| change | {entry['change']} |",
-        "",
-    ]
-    names = sorted({k for split in entry["metrics"].values() for k in split})
-    if names:
-        lines += [
-            "| split | " + " | ".join(names) + " |",
-            "|" + " --- |" * (len(names) + 1),
-            *(
-                f"| {split} | " + " | ".join(str(values.get(k, "")) for k in names) + " |"
-                for split, values in entry["metrics"].items()
-            ),
-            "",
-        ]
-    lines.append("Merging this pull request, after review, deploys it; reverting it rolls back.")
-    return "\n".join(lines) + "\n"
+def describe(entry: dict, previous: str | None, action: str) -> str:
+    """A pull-request body for a registry change (template registry_pr.md.j2): what becomes
+    production, and its evidence. ``action`` is promote or rollback."""
+    checked = RegistryEntry.model_validate(entry)
+    title = (
+        f"Promote {checked.version}" if action == "promote" else f"Roll back to {checked.version}"
+    )
+    return templating.render(
+        "registry_pr.md.j2",
+        title=title,
+        action=action,
+        entry=checked,
+        previous=previous,
+        metric_names=sorted({k for split in checked.metrics.values() for k in split}),
+    )

@@ -64,20 +64,18 @@ def production_rows(
     """The production split's rows between start and end (inclusive dates), in time order."""
     schema = read_schema(snapshot)
     df = read_split("production", snapshot)
-    time_column = schema.get("time_column")
+    time_column = schema.time_column
     if (start or end) and not time_column:
-        raise DataError(
-            f"dataset {schema['dataset']}: has no time column to filter by --start/--end"
-        )
+        raise DataError(f"dataset {schema.dataset}: has no time column to filter by --start/--end")
     if time_column:
         t = pd.to_datetime(df[time_column])
         mask = (t >= pd.Timestamp(start or t.min())) & (t <= pd.Timestamp(end or t.max()))
         df = df.loc[mask].sort_values(time_column, kind="stable")
     if df.empty:
         raise DataError(f"production split: no rows between {start} and {end}")
-    features = schema["features"]
+    features = schema.features
     x = df[features].astype(float).to_dict("records")
-    labels = df[schema["target"]].astype(str).tolist()
+    labels = df[schema.target].astype(str).tolist()
     times = (
         pd.to_datetime(df[time_column]).dt.date.map(lambda d: d.isoformat()).tolist()
         if time_column

@@ -15,8 +15,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from closedloop.artefacts.card import ModelCard
+from closedloop.artefacts.snapshot import SnapshotSchema
 from closedloop.data.snapshot import read_schema, read_split, tensors
-from closedloop.io import atomic_dir, csv_text, write_json, write_text
+from closedloop.io import atomic_dir, csv_text, write_text
 from closedloop.models.nets import build_model, count_parameters
 from closedloop.models.persist import save_model
 from closedloop.paths import CANDIDATE_DIR, CARD_JSON, CARD_MD, SNAPSHOT_DIR, TRAIN_HISTORY
@@ -48,7 +50,9 @@ def make_trainer(trainer_cfg: dict) -> L.Trainer:
     )
 
 
-def loaders(params: dict, snapshot: Path) -> tuple[dict, DataLoader, DataLoader, torch.Tensor]:
+def loaders(
+    params: dict, snapshot: Path
+) -> tuple[SnapshotSchema, DataLoader, DataLoader, torch.Tensor]:
     schema = read_schema(snapshot)
     x_tr, y_tr = tensors(read_split("train", snapshot), schema)
     x_va, y_va = tensors(read_split("val", snapshot), schema)
@@ -72,11 +76,11 @@ def loaders(params: dict, snapshot: Path) -> tuple[dict, DataLoader, DataLoader,
 
 def train(
     params: dict, snapshot: Path = SNAPSHOT_DIR, out_dir: Path = CANDIDATE_DIR
-) -> dict | None:
+) -> ModelCard | None:
     """Train and save the candidate; return its model card (None on non-zero DDP ranks)."""
     L.seed_everything(params["seed"], workers=True, verbose=False)
     schema, train_dl, val_dl, x_train = loaders(params, snapshot)
-    model = build_model(params["model"], len(schema["features"]), len(schema["classes"]))
+    model = build_model(params["model"], len(schema.features), len(schema.classes))
     model.set_standardisation(x_train)
     lit = LitClassifier(model, params["model"]["lr"], params["model"]["weight_decay"])
     trainer = make_trainer(params["trainer"])
@@ -92,19 +96,19 @@ def train(
     model = model.cpu().eval()
     config = {
         "model": params["model"],
-        "features": schema["features"],
-        "classes": schema["classes"],
-        "target": schema["target"],
-        "time_column": schema["time_column"],
+        "features": schema.features,
+        "classes": schema.classes,
+        "target": schema.target,
+        "time_column": schema.time_column,
     }
     last = lit.history[-1] if lit.history else {}
     card = {
         "model": params["model"],
         "trainer": params["trainer"],
         "seed": params["seed"],
-        "dataset": schema["dataset"],
-        "data_hash": schema["data_hash"],
-        "train_rows": schema["splits"]["train"]["rows"],
+        "dataset": schema.dataset,
+        "data_hash": schema.data_hash,
+        "train_rows": schema.splits["train"].rows,
         "parameters": count_parameters(model),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
@@ -118,28 +122,28 @@ def train(
         },
     }
     with atomic_dir(out_dir) as tmp:
-        card["weights_sha256"] = save_model(model, config, tmp)
-        write_json(tmp / CARD_JSON, card)
+        card = ModelCard.model_validate({**card, "weights_sha256": save_model(model, config, tmp)})
+        card.write(tmp / CARD_JSON)
         write_text(tmp / CARD_MD, render_card(card, schema))
     write_text(TRAIN_HISTORY, csv_text(lit.history, ["epoch", "train_loss", "val_loss", "val_acc"]))
     return card
 
 
-def render_card(card: dict, schema: dict) -> str:
-    m = card["model"]
-    final = ", ".join(f"{k} {v:.4f}" for k, v in card["final"].items()) or "n/a"
+def render_card(card: ModelCard, schema: SnapshotSchema) -> str:
+    m = card.model
+    final = ", ".join(f"{k} {v:.4f}" for k, v in card.final.items()) or "n/a"
     return "\n".join(
         [
-            f"# Model card: {m['name']} on {card['dataset']}",
+            f"# Model card: {m['name']} on {card.dataset}",
             "",
-            f"- **Task:** predict `{schema['target']}` ({', '.join(schema['classes'])}) "
-            f"from {len(schema['features'])} features.",
-            f"- **Architecture:** `{m['arch']}`, {card['parameters']:,} parameters.",
-            f"- **Data:** snapshot `{card['data_hash'][:12]}`, {card['train_rows']:,} training rows.",
-            f"- **Training:** {card['epochs']} epochs, {card['steps']:,} steps on "
-            f"`{card['device']}` (world size {card['world_size']}), seed {card['seed']}.",
+            f"- **Task:** predict `{schema.target}` ({', '.join(schema.classes)}) "
+            f"from {len(schema.features)} features.",
+            f"- **Architecture:** `{m['arch']}`, {card.parameters:,} parameters.",
+            f"- **Data:** snapshot `{card.data_hash[:12]}`, {card.train_rows:,} training rows.",
+            f"- **Training:** {card.epochs} epochs, {card.steps:,} steps on "
+            f"`{card.device}` (world size {card.world_size}), seed {card.seed}.",
             f"- **Last epoch:** {final}.",
-            f"- **Weights:** `model.safetensors`, sha256 `{card['weights_sha256']}`.",
+            f"- **Weights:** `model.safetensors`, sha256 `{card.weights_sha256}`.",
             "",
             "Full configuration and versions: `card.json`. Evaluation: `reports/metrics.json`.",
             "",
