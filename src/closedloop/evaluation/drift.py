@@ -26,6 +26,7 @@ from closedloop.data.snapshot import read_schema, read_split
 from closedloop.errors import DataError
 from closedloop.io import atomic_path, read_json, write_json
 from closedloop.models.persist import load_model, predict_proba
+from closedloop.numerics import pin
 from closedloop.paths import (
     CANDIDATE_DIR,
     CHAMPION_ENTRY,
@@ -186,6 +187,7 @@ def drift(
     out: Path = DRIFT_JSON,
 ) -> dict:
     """Measure drift of the production window against the reference; write both reports."""
+    pin(params.get("numerics"))  # the same predictions on any x86-64 CPU
     cfg = params["drift"]
     schema = read_schema(snapshot)
     current = read_split("production", snapshot)

@@ -29,6 +29,7 @@ from closedloop.errors import DataError
 from closedloop.evaluation.slices import slice_columns
 from closedloop.io import atomic_dir, csv_text, read_json, write_json, write_text
 from closedloop.models.persist import load_model, predict_proba
+from closedloop.numerics import pin
 from closedloop.paths import (
     CANDIDATE_DIR,
     CHAMPION_ENTRY,
@@ -134,6 +135,7 @@ def evaluate(
     names: overall, per slice, with paired statistics on the difference."""
     from closedloop.evaluation.statistics import compare_split
 
+    pin(params.get("numerics"))  # the same probabilities on any x86-64 CPU
     mcfg = params["metrics"]
     model, config = load_model(model_dir)
     champion = load_champion(champion_entry)
