@@ -9,8 +9,15 @@ whatever thread count the environment asks for.
 from __future__ import annotations
 
 import hashlib
+import sys
+from pathlib import Path
 
-from tests.conftest import ROOT, make_project, run
+import pytest
+import yaml
+
+from tests.conftest import BIN, ROOT, make_project, run
+
+VENV = Path(sys.executable).parent.parent
 
 OLDER_CPU = {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 MORE_THREADS = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
@@ -40,13 +47,40 @@ def test_default_kernels_and_an_avx2_cap_train_the_same_weights(tmp_path):
     assert older[1] == here[1], "the AVX2-capped run (2 threads asked) gave other metrics"
 
 
-def test_a_fresh_clone_reproduces_the_committed_dvc_lock_on_an_older_cpu(tmp_path):
-    """`dvc repro` on a clone of HEAD, as on a CI runner with an AVX2 CPU, leaves git clean:
-    the committed dvc.lock, params.yaml and reports are reproduced byte for byte."""
-    clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(ROOT), str(clone)], tmp_path)
-    (clone / "data").mkdir(exist_ok=True)
-    run(["dvc", "repro"], clone, extra_env=OLDER_CPU)
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A fresh clone of HEAD after `dvc repro`, run as on a CI runner with an AVX2 CPU."""
+    root = tmp_path_factory.mktemp("fresh")
+    run(["git", "clone", "-q", str(ROOT), str(root / "clone")], root)
+    (root / "clone" / "data").mkdir(exist_ok=True)
+    run(["dvc", "repro"], root / "clone", extra_env=OLDER_CPU)
+    return root / "clone"
+
+
+def test_a_fresh_clone_reproduces_the_committed_dvc_lock_on_an_older_cpu(clone):
+    """The committed dvc.lock, params.yaml and reports are reproduced byte for byte."""
     status = run(["git", "status", "--porcelain"], clone).stdout
     diff = run(["git", "diff", "--stat"], clone).stdout
     assert status == "", f"dvc repro on a fresh clone changed committed files:\n{status}{diff}"
+    assert (
+        "reproduced the committed dvc.lock"
+        in run([str(BIN / "closedloop"), "lock-check"], clone).stdout
+    )
+
+
+def test_make_clean_removes_only_what_dvc_checkout_restores(clone):
+    """The DVC-cached outputs go; git-tracked ones (`cache: false`) stay; checkout restores."""
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())
+    outs = [o["path"] for s in lock["stages"].values() for o in s.get("outs", [])]
+    tracked = set(run(["git", "ls-files"], clone).stdout.split())
+    cached = [o for o in outs if o not in tracked]
+    assert {"models/candidate", "artifacts/snapshot", "reports/eval"} <= set(cached)
+    assert {"reports/train/history.csv", "reports/metrics.json", "reports/gate.json"} <= tracked
+
+    stamp = VENV / ".closedloop-installed"
+    run(["make", "-o", str(stamp), "clean", f"VENV={VENV}"], clone)
+    assert run(["git", "status", "--porcelain"], clone).stdout == "", "make clean touched git"
+    assert [o for o in cached if (clone / o).exists()] == []
+    run(["dvc", "checkout"], clone)
+    assert all((clone / o).exists() for o in outs)
+    assert "up to date" in run(["dvc", "status"], clone).stdout
