@@ -87,7 +87,9 @@ def main() -> int:
             f"\nbench: {len(missed)} of {len(gated)} targets missed or failed: {'; '.join(missed)}"
         )
         return 1
-    print(f"\nbench: all {len(gated)} targets met")
+    print(
+        f"\nbench: all {len(gated)} targets met" if gated else "\nbench: nothing gated in this run"
+    )
     return 0
 
 
