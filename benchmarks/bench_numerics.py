@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,7 @@ def fit(overrides: list[str]) -> None:
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)  # collect and train also write reports/ under the working directory
         snap = Path(tmp) / "snapshot"
         collect(params, out_dir=snap, data_dir=Path(tmp) / "data")
         start = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import tempfile
@@ -89,6 +90,7 @@ def main() -> None:
         conf_dir=root / "conf",
     )
     with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)  # collect writes reports/quarantine.parquet under the working directory
         step(f"making {args.rows:,} synthetic rows")
         snap = Path(tmp) / "snap"
         collect(params, out_dir=snap, data_dir=Path(tmp))
