@@ -9,31 +9,58 @@ PY := $(BIN)/python
 DVC := $(BIN)/dvc
 # torch is installed before the project so that the right build is chosen for this machine.
 TORCH_VERSION ?= 2.13.0
-# Where to get a CPU-only torch on machines without CUDA (PyPI's Linux wheel is the CUDA
-# build). Empty: use pip's configured index. Elsewhere: https://download.pytorch.org/whl/cpu
-TORCH_CPU_INDEX ?=
+# Without CUDA: PyTorch's CPU index serves torch's CPU build (pip's default index serves the
+# multi-GB CUDA build on Linux). It is tried first, with a short timeout; when it does not
+# answer, torch comes from pip's configured index (set TORCH_CPU_INDEX= empty to skip it).
+export TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+export TORCH_INDEX_TIMEOUT ?= 5
 STAMP := $(VENV)/.closedloop-installed
+# pip prints only its errors; `make install PIP_VERBOSITY=` shows all it does.
+PIP_VERBOSITY ?= --quiet --quiet
+PIP := $(PY) -m pip $(PIP_VERBOSITY) --disable-pip-version-check
 # dvc.yaml's commands say `python`: make it the venv's, as `source .venv/bin/activate` would.
 export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
+# Does the CPU index answer (its page for torch), within the timeout?
+define TORCH_INDEX_ANSWERS
+import os, urllib.request
+url = os.environ["TORCH_CPU_INDEX"].rstrip("/") + "/torch/"
+urllib.request.urlopen(url, timeout=float(os.environ["TORCH_INDEX_TIMEOUT"]))
+endef
+# Which build pip installed: PyPI's CUDA wheels depend on nvidia-* packages, CPU wheels do not.
+define TORCH_BUILD
+import importlib.metadata as m
+gpu = any(r.startswith("nvidia") for r in m.requires("torch") or [])
+print("install: got torch", m.version("torch"), "(CUDA build)" if gpu else "(CPU build)")
+endef
+export TORCH_INDEX_ANSWERS TORCH_BUILD
+
 .PHONY: help install repro test test-fast bench lint data clean serve simulate export demo \
-	push-data promote rollback deploy-verify deploy-tag deploy-hook
+	push-data promote rollback deploy-verify deploy-tag deploy-hook lock-check
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		echo "CUDA found: installing torch $(TORCH_VERSION) with CUDA"; \
-		$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
+	@set -e; \
+	if [ ! -x $(PY) ]; then echo "install: creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); fi; \
+	trap 'echo "install: failed (make install PIP_VERBOSITY= shows what pip did)" >&2' ERR; \
+	$(PIP) install --upgrade pip; \
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "install: CUDA found: torch $(TORCH_VERSION) with CUDA from pip's configured index"; \
+		$(PIP) install "torch==$(TORCH_VERSION)"; \
+	elif [ -n "$$TORCH_CPU_INDEX" ] && $(PY) -c "$$TORCH_INDEX_ANSWERS" 2>/dev/null; then \
+		echo "install: no CUDA: torch $(TORCH_VERSION), CPU build, from $$TORCH_CPU_INDEX"; \
+		$(PIP) install "torch==$(TORCH_VERSION)" --index-url "$$TORCH_CPU_INDEX"; \
 	else \
-		echo "no CUDA: installing the CPU build of torch $(TORCH_VERSION)"; \
-		$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_CPU_INDEX),--index-url $(TORCH_CPU_INDEX)); \
-	fi
-	$(PY) -m pip install --quiet -e ".[dev]"
+		echo "install: no CUDA; $${TORCH_CPU_INDEX:-TORCH_CPU_INDEX (empty)} did not answer in $$TORCH_INDEX_TIMEOUT s: torch $(TORCH_VERSION) from pip's configured index"; \
+		$(PIP) install "torch==$(TORCH_VERSION)"; \
+	fi; \
+	$(PY) -c "$$TORCH_BUILD"; \
+	echo "install: the project and its dev tools: pip install -e '.[dev]'"; \
+	$(PIP) install -e ".[dev]"; \
+	echo "install: done: $(VENV) holds torch, closedloop and its tools"
 	@touch $@
 
 install: $(STAMP) ## create .venv with torch (CPU build without CUDA) and the project
@@ -58,19 +85,37 @@ test: data ## run the whole test suite, slow tests included (what CI runs)
 test-fast: data ## run the tests that take seconds, not minutes
 	$(BIN)/pytest -m "not slow"
 
-bench: data ## run the benchmarks; each prints a ratio measured side by side
-	@set -e; for b in benchmarks/bench_*.py; do $(PY) $$b; done
+bench: data ## run the benchmarks: progress as they go, a summary table; non-zero when a target is missed
+	$(PY) benchmarks/run.py
 
 lint: $(STAMP) ## ruff, workflow checks and the other pre-commit hooks on every file
 	$(BIN)/pre-commit run --all-files
 
-serve: data ## the reference prediction server on 127.0.0.1:8000 (conf/serve/)
+# Values a person or a workflow passes (CHANGE=, TO=, HOST=, PORT=) reach closedloop through
+# the environment, never as text in a shell line and never expanded by make: a reason such as
+# `oops"; rm -rf ~` or `$(shell ...)` stays a reason. Workflows set the CLOSEDLOOP_* variables
+# themselves; `make rollback CHANGE="..."` sets them from the command line.
+unexport CHANGE TO HOST PORT
+ifeq ($(origin CHANGE),command line)
+export CLOSEDLOOP_CHANGE = $(value CHANGE)
+endif
+ifeq ($(origin TO),command line)
+export CLOSEDLOOP_ROLLBACK_TO = $(value TO)
+endif
+ifeq ($(origin HOST),command line)
+export CLOSEDLOOP_HOST = $(value HOST)
+endif
+ifeq ($(origin PORT),command line)
+export CLOSEDLOOP_PORT = $(value PORT)
+endif
+
+serve: data ## the reference prediction server on 127.0.0.1:8000 (conf/serve/; HOST=, PORT=)
 	$(BIN)/closedloop serve
 
 simulate: $(STAMP) ## replay the production period through a running server, with feedback
 	$(BIN)/closedloop simulate
 
-export: $(STAMP) ## move new feedback from the store into data/feedback/ and update data.dvc
+export: data ## move new feedback from the store into data/feedback/ (past data/'s watermark) and update data.dvc
 	$(BIN)/closedloop export
 
 demo: $(STAMP) ## the whole story offline, in a scratch clone under .demo/
@@ -80,14 +125,15 @@ push-data: $(STAMP) ## dvc push data and models, when a DVC remote is configured
 	@if [ -n "$$($(DVC) remote list)" ]; then $(DVC) push; \
 	else echo "no DVC remote configured (dvc remote add -d ...): nothing pushed"; fi
 
-CHANGE ?= local
-promote: data ## promote the candidate if reports/gate.json passes for its exact hash
-	$(DVC) checkout models/candidate reports/eval 2>/dev/null || $(DVC) pull models/candidate
-	$(BIN)/closedloop promote --if-new --change "$(CHANGE)" --body-out reports/promotion.md
+lock-check: $(STAMP) ## after dvc repro: did this machine reproduce the committed dvc.lock? (notes it in reports/benchmark.md)
+	$(BIN)/closedloop lock-check --report reports/benchmark.md
 
-TO ?=
-rollback: $(STAMP) ## restore the previous production entry (or TO=vX.Y.Z) in the registry
-	$(BIN)/closedloop rollback $(if $(TO),--to "$(TO)") --change "$(CHANGE)" --body-out reports/rollback.md
+promote: data ## promote the candidate if reports/gate.json passes for its exact hash (CHANGE="PR #12")
+	$(DVC) checkout models/candidate reports/eval 2>/dev/null || $(DVC) pull models/candidate
+	$(BIN)/closedloop promote --if-new --body-out reports/promotion.md
+
+rollback: $(STAMP) ## restore the previous production entry (or TO=vX.Y.Z) in the registry (CHANGE="why")
+	$(BIN)/closedloop rollback --body-out reports/rollback.md
 
 deploy-verify: $(STAMP) ## check the production entry: gate pass, weights match their hash
 	$(BIN)/closedloop deploy verify
@@ -98,5 +144,20 @@ deploy-tag: $(STAMP) ## tag the production entry in GTO's format and push the ta
 deploy-hook: $(STAMP) ## run deploy/hook.sh with the verified production model
 	$(BIN)/closedloop deploy hook
 
-clean: ## remove generated outputs (the DVC cache keeps them: `dvc checkout` restores)
-	rm -rf artifacts models/candidate reports/eval reports/train
+# The DVC-cached outputs in dvc.yaml, what `dvc checkout` restores. Outputs with
+# `cache: false` (reports/*.json, *.md, reports/train/history.csv) are committed to git: kept.
+define CACHED_OUTS
+import yaml
+for stage in yaml.safe_load(open("dvc.yaml"))["stages"].values():
+    for out in stage.get("outs", []):
+        path, opts = next(iter(out.items())) if isinstance(out, dict) else (out, {})
+        if (opts or {}).get("cache", True):
+            print(path)
+endef
+export CACHED_OUTS
+
+clean: $(STAMP) ## remove the DVC-cached stage outputs (`dvc checkout` restores them); git-tracked files stay
+	@set -eo pipefail; $(PY) -c "$$CACHED_OUTS" | while read -r out; do \
+		if git ls-files --error-unmatch -- "$$out" >/dev/null 2>&1; then echo "clean: kept $$out (tracked by git)"; \
+		elif [ -e "$$out" ]; then rm -rf -- "$$out"; echo "clean: removed $$out"; fi; \
+	done

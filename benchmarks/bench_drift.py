@@ -26,6 +26,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _report import result, step
+
 from closedloop.config import compose
 from closedloop.evaluation.drift import measure_drift
 
@@ -66,32 +68,39 @@ def main() -> None:
     cfg = compose(conf_dir=Path(__file__).resolve().parents[1] / "conf")["drift"]
     cap = cfg["row_cap"]
 
+    step(f"making {max(args.rows, full_rows):,} rows per side, {N_COLUMNS} columns")
     reference, current = frames(max(args.rows, full_rows))
     kinds = dict.fromkeys(reference.columns, "feature")
     timed(reference[:1000], current[:1000], kinds, cfg)  # warm-up: imports, first-call costs
     big, small, sampled = [], [], None
-    for _ in range(args.repeats):
+    for i in range(args.repeats):
+        step(f"repeat {i + 1}/{args.repeats}: drift at {args.rows:,} and {args.small:,} rows")
         seconds, sampled = timed(reference[: args.rows], current[: args.rows], kinds, cfg)
         big.append(seconds)
         small.append(timed(reference[: args.small], current[: args.small], kinds, cfg)[0])
     ratio = statistics.median(big) / statistics.median(small)
-    print(
-        f"drift time  {args.rows:,} rows {statistics.median(big):.2f}s vs {args.small:,} rows "
-        f"{statistics.median(small):.2f}s per side, {N_COLUMNS} columns (row_cap {cap:,})  "
-        f"ratio {ratio:.3f}  target <= {TIME_TARGET}  "
-        f"{'OK' if ratio <= TIME_TARGET else 'OVER TARGET'}"
+    result(
+        f"drift: time at {args.rows:,} vs {args.small:,} rows per side (row_cap {cap:,})",
+        f"{statistics.median(big):.2f}s",
+        f"{statistics.median(small):.2f}s",
+        ratio,
+        TIME_TARGET,
     )
 
     uncapped = {**cfg, "row_cap": full_rows}
+    step(f"drift on all {full_rows:,} rows (no cap), for the sampled verdicts to agree with")
     full_seconds, full = timed(reference[:full_rows], current[:full_rows], kinds, uncapped)
     agree = [c for c in kinds if sampled["columns"][c]["drifted"] == full["columns"][c]["drifted"]]
     share = len(agree) / len(kinds)
     drifted = ", ".join(sorted(c for c in kinds if full["columns"][c]["drifted"]))
-    print(
-        f"drift agreement  sampled verdicts ({cap:,} of {args.rows:,} rows per side) vs full "
-        f"({full_rows:,} rows, {full_seconds:.0f}s): {len(agree)}/{len(kinds)} columns agree  "
-        f"share {share:.3f}  target {AGREEMENT_TARGET}  "
-        f"{'OK' if share >= AGREEMENT_TARGET else 'UNDER TARGET'}  (full run drifted: {drifted})"
+    print(f"  the full run ({full_seconds:.0f}s) found drift in: {drifted}")
+    result(
+        "drift: sampled vs full verdicts, share agreeing",
+        f"{len(agree)}/{len(kinds)} columns at {cap:,} rows",
+        f"all {full_rows:,} rows",
+        share,
+        AGREEMENT_TARGET,
+        ">=",
     )
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _report import result, step
+
 from closedloop.config import load_params
 from closedloop.models.nets import build_model
 from closedloop.models.persist import save_model
@@ -129,6 +131,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = tiny_model(Path(tmp) / "model", params)
         store = Path(tmp) / "feedback.db"
+        step("starting two servers: one logging to SQLite, one logging nothing")
         started = {
             m: start_server(model_dir, f"sqlite:///{store}", m == "on") for m in ("on", "off")
         }
@@ -140,6 +143,7 @@ def main() -> None:
                 asyncio.run(load(port, bodies[mode], args.requests, args.concurrency))
             cpu = {m: cpu_seconds(p.pid) for m, p in servers.items()}
             for i in range(args.rounds):  # interleaved, alternating order: drift hits both
+                step(f"round {i + 1}/{args.rounds}: {args.requests:,} requests to each server")
                 for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
                     r, latencies = asyncio.run(
                         load(ports[mode], bodies[mode], args.requests, args.concurrency)
@@ -160,12 +164,17 @@ def main() -> None:
     assert stored == expected, f"the logging server stored {stored} of {expected} predictions"
     ratio = statistics.median(on / off for on, off in zip(rps["on"], rps["off"], strict=True))
     print(
-        f"serving   logging on {statistics.median(rps['on']):.0f} req/s p99 {p99(lat['on']):.1f}ms "
-        f"vs off {statistics.median(rps['off']):.0f} req/s p99 {p99(lat['off']):.1f}ms "
-        f"({args.rounds}x{args.requests:,} requests each, concurrency {args.concurrency}, "
-        f"{stored:,} committed; server CPU incl. the writer process {cpu['on']:.0f} vs "
-        f"{cpu['off']:.0f} us/request)  ratio {ratio:.3f}  target >= {TARGET}  "
-        f"{'OK' if ratio >= TARGET else 'UNDER TARGET'}"
+        f"  {args.rounds}x{args.requests:,} requests each, concurrency {args.concurrency}, "
+        f"{stored:,} committed; p99 {p99(lat['on']):.1f}ms logging vs {p99(lat['off']):.1f}ms "
+        f"not; server CPU incl. the writer process {cpu['on']:.0f} vs {cpu['off']:.0f} us/request"
+    )
+    result(
+        "serving: throughput, logging on vs off",
+        f"{statistics.median(rps['on']):.0f} req/s",
+        f"{statistics.median(rps['off']):.0f} req/s",
+        ratio,
+        TARGET,
+        ">=",
     )
 
 

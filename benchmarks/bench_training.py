@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import tempfile
@@ -21,6 +22,8 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _report import result, step
 
 from closedloop.config import compose
 from closedloop.data.collect import collect
@@ -87,6 +90,8 @@ def main() -> None:
         conf_dir=root / "conf",
     )
     with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)  # collect writes reports/quarantine.parquet under the working directory
+        step(f"making {args.rows:,} synthetic rows")
         snap = Path(tmp) / "snap"
         collect(params, out_dir=snap, data_dir=Path(tmp))
         schema, train_dl, val_dl, x_train = loaders(params, snap)
@@ -101,15 +106,18 @@ def main() -> None:
         times = {"ours": [], "plain": []}
         for i in range(args.repeats):  # interleaved, alternating which goes first
             for side in ("ours", "plain") if i % 2 == 0 else ("plain", "ours"):
+                step(f"repeat {i + 1}/{args.repeats}: {side}, {args.epochs} epochs")
                 times[side].append(runs[side]())
         ours, plain = times["ours"], times["plain"]
     ratios = [o / p for o, p in zip(ours, plain, strict=False)]
     ratio = statistics.median(ratios)
     steps = len(train_dl) * args.epochs
-    print(
-        f"training  lightning {statistics.median(ours):.2f}s vs plain torch {statistics.median(plain):.2f}s "
-        f"({args.rows:,} rows, {steps:,} steps)  ratio {ratio:.3f}  target <= {TARGET}  "
-        f"{'OK' if ratio <= TARGET else 'OVER TARGET'}"
+    result(
+        "training: Lightning vs plain torch loop",
+        f"{statistics.median(ours):.2f}s",
+        f"{statistics.median(plain):.2f}s ({args.rows:,} rows, {steps:,} steps)",
+        ratio,
+        TARGET,
     )
 
 

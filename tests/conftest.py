@@ -16,11 +16,15 @@ from closedloop.artefacts.champion import write_no_champion
 from closedloop.config import compose, dump
 from closedloop.data.collect import collect
 from closedloop.evaluation.drift import drift
+from closedloop.numerics import pin_from_params
 from closedloop.paths import CANDIDATE_DIR, CHAMPION_ENTRY, SNAPSHOT_DIR
 from closedloop.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# Tests that train in this process do it on the loop's numerical path, as the stages do:
+# torch is imported above but has computed nothing yet (closedloop.numerics).
+pin_from_params(ROOT / "params.yaml")
 
 
 def pytest_collection_modifyitems(config, items):

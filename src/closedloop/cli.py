@@ -37,8 +37,13 @@ def cli() -> None:
 
 # ------------------------------------------------------------------------ capture
 @cli.command()
-@click.option("--host", help="listen address [default: serve.host]")
-@click.option("--port", type=click.IntRange(1, 65535), help="listen port [default: serve.port]")
+@click.option("--host", envvar="CLOSEDLOOP_HOST", help="listen address [default: serve.host]")
+@click.option(
+    "--port",
+    envvar="CLOSEDLOOP_PORT",
+    type=click.IntRange(1, 65535),
+    help="listen port [default: serve.port]",
+)
 @click.option("--store-url", help="the feedback store [default: serve.store_url]")
 @click.option("--model-dir", type=click.Path(path_type=Path), help="serve this model directory")
 @click.option("--no-logging", is_flag=True, help="store nothing (the benchmark's baseline)")
@@ -165,7 +170,14 @@ def export(store_url, data_dir, no_dvc) -> None:
 @click.option(
     "--version", "version", help="version to register [default: next minor, v1.0.0 first]"
 )
-@click.option("--change", default="local", show_default=True, help='what brought it, e.g. "PR #12"')
+@click.option(
+    "--change",
+    envvar="CLOSEDLOOP_CHANGE",
+    show_envvar=True,
+    default="local",
+    show_default=True,
+    help='what brought it, e.g. "PR #12"',
+)
 @click.option("--registry", type=click.Path(path_type=Path), default=REGISTRY, show_default=True)
 @click.option("--body-out", type=click.Path(path_type=Path), help="write a pull-request body here")
 @click.option("--if-new", is_flag=True, help="exit 0 without a change when already registered")
@@ -190,8 +202,20 @@ def promote(version, change, registry, body_out, if_new) -> None:
 
 
 @cli.command()
-@click.option("--to", help="version to restore [default: the previous production one]")
-@click.option("--change", default="local", show_default=True, help="why: a PR or an incident")
+@click.option(
+    "--to",
+    envvar="CLOSEDLOOP_ROLLBACK_TO",
+    show_envvar=True,
+    help="version to restore [default: the previous production one]",
+)
+@click.option(
+    "--change",
+    envvar="CLOSEDLOOP_CHANGE",
+    show_envvar=True,
+    default="local",
+    show_default=True,
+    help="why: a PR or an incident",
+)
 @click.option("--registry", type=click.Path(path_type=Path), default=REGISTRY, show_default=True)
 @click.option("--body-out", type=click.Path(path_type=Path), help="write a pull-request body here")
 def rollback(to, change, registry, body_out) -> None:
@@ -204,6 +228,28 @@ def rollback(to, change, registry, body_out) -> None:
     if body_out:
         write_text(body_out, describe(entry, replaced, "rollback"))
     click.echo(f"rollback: {entry['version']} is production in {registry}; was {replaced}")
+
+
+@cli.command("lock-check")
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path),
+    help="when it did not, open this report (reports/benchmark.md) with a note saying so",
+)
+def lock_check(report) -> None:
+    """Exit non-zero unless `dvc repro` here reproduced the committed dvc.lock."""
+    from closedloop.registry.lock import check
+
+    differences = check(report=report)
+    if not differences:
+        click.echo("lock-check: this run reproduced the committed dvc.lock")
+        return
+    click.echo(
+        "lock-check: this run did NOT reproduce the committed dvc.lock; the model it judged is "
+        "not the one the commit records: " + "; ".join(differences),
+        err=True,
+    )
+    sys.exit(1)
 
 
 @cli.group()

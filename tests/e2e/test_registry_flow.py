@@ -63,10 +63,13 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("case", ["fail", "inconclusive", "other model", "dvc.lock uncommitted"])
+@pytest.mark.parametrize(
+    "case", ["fail", "inconclusive", "other model", "dvc.lock uncommitted", "weights not locked"]
+)
 def test_promote_refusals_leave_the_registry_untouched(project, case):
     gate = (project / "reports/gate.json").read_bytes()
     lock = (project / "dvc.lock").read_bytes()
+    weights = (project / WEIGHTS).read_bytes()
     before = (project / REG).read_bytes()
     try:
         if case in ("fail", "inconclusive"):
@@ -75,15 +78,22 @@ def test_promote_refusals_leave_the_registry_untouched(project, case):
         elif case == "other model":
             write_gate(project, model_hash="0" * 64)
             culprit = "judged model 000000000000"
-        else:  # a retrained candidate whose dvc.lock is not committed yet
+        elif case == "dvc.lock uncommitted":  # a retrained candidate, its lock not committed
             md5 = yaml.safe_load(lock)["stages"]["train"]["outs"][0]["md5"]
             (project / "dvc.lock").write_text(lock.decode().replace(md5, "f" * 32 + ".dir"))
             culprit = "commit dvc.lock first"
+        else:  # weights judged by the gate (a runner's retrain) that the committed lock lacks
+            (project / WEIGHTS).unlink()  # DVC links it from the cache: never write through
+            (project / WEIGHTS).write_bytes(weights + b" ")
+            write_gate(project)
+            culprit = "hash mismatch"
         assert_one_line_error(cli("promote", cwd=project), culprit)
         assert (project / REG).read_bytes() == before
     finally:
         (project / "reports/gate.json").write_bytes(gate)
         (project / "dvc.lock").write_bytes(lock)
+        (project / WEIGHTS).unlink()
+        (project / WEIGHTS).write_bytes(weights)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from closedloop import metrics
 from closedloop.errors import ConfigError
+from closedloop.numerics import check as check_numerics
 from closedloop.paths import CONF_DIR, PARAMS
 
 GROUPS = ("dataset", "model", "trainer", "metrics", "slices", "drift", "gates", "serve")
@@ -195,6 +196,15 @@ class GatesConfig:
 
 
 @dataclass
+class NumericsConfig:
+    """conf/config.yaml's `numerics`: the CPU's numerical path (closedloop.numerics)."""
+
+    mkl_cbwr: str | None = "COMPATIBLE"
+    aten_cpu_capability: str | None = "default"
+    intra_op_threads: int | None = 1
+
+
+@dataclass
 class PrivacyConfig:
     key_env: str = "CLOSEDLOOP_HASH_KEY"
 
@@ -266,7 +276,7 @@ def validate(raw: dict, conf_dir: Path = CONF_DIR) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{_rel(conf_dir)}/config.yaml: the config must be a mapping")
     root_file = f"{_rel(conf_dir)}/config.yaml"
-    known = {*GROUPS, "seed"}
+    known = {*GROUPS, "seed", "numerics"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{root_file}: unknown key '{key}'{_suggest(key, known)}")
@@ -277,6 +287,14 @@ def validate(raw: dict, conf_dir: Path = CONF_DIR) -> dict:
         raise ConfigError(f"{root_file}: seed: expected an integer, got {raw['seed']!r}")
 
     out: dict[str, Any] = {"seed": raw["seed"]}
+    if not isinstance(raw["numerics"], dict):
+        raise ConfigError(f"{root_file}: 'numerics' must be a mapping, got {raw['numerics']!r}")
+    numerics = vars(_typed(NumericsConfig, raw["numerics"], "numerics", root_file))
+    problems = check_numerics(numerics)
+    if problems:
+        key, msg = problems[0]
+        raise ConfigError(f"{root_file}: numerics.{key}: {msg}")
+    out["numerics"] = numerics
     for group in GROUPS:
         node = raw[group]
         if not isinstance(node, dict):

@@ -28,6 +28,7 @@ from closedloop.data.snapshot import read_schema, read_split
 from closedloop.errors import DataError
 from closedloop.io import atomic_path
 from closedloop.models.persist import load_model, predict_proba
+from closedloop.numerics import pin
 from closedloop.paths import (
     CANDIDATE_DIR,
     CHAMPION_ENTRY,
@@ -184,6 +185,7 @@ def drift(
     out: Path = DRIFT_JSON,
 ) -> DriftReport:
     """Measure drift of the production window against the reference; write both reports."""
+    pin(params.get("numerics"))  # the same predictions on any x86-64 CPU
     cfg = params["drift"]
     schema = read_schema(snapshot)
     current = read_split("production", snapshot)

@@ -29,6 +29,7 @@ from closedloop.errors import DataError
 from closedloop.evaluation.slices import slice_columns
 from closedloop.io import atomic_dir, csv_text, write_json, write_text
 from closedloop.models.persist import load_model, predict_proba
+from closedloop.numerics import pin
 from closedloop.paths import CANDIDATE_DIR, CHAMPION_ENTRY, EVAL_DIR, SNAPSHOT_DIR
 
 DIGITS = 6  # metrics are rounded so reports read well; CPU runs are bit-identical anyway
@@ -131,6 +132,7 @@ def evaluate(
     reports/metrics.json, reports/comparison.json and reports/eval/."""
     from closedloop.evaluation.statistics import compare_split
 
+    pin(params.get("numerics"))  # the same probabilities on any x86-64 CPU
     mcfg = params["metrics"]
     model, config = load_model(model_dir)
     champion = load_champion(champion_entry)

@@ -21,6 +21,7 @@ from closedloop.data.snapshot import read_schema, read_split, tensors
 from closedloop.io import atomic_dir, csv_text, write_text
 from closedloop.models.nets import build_model, count_parameters
 from closedloop.models.persist import save_model
+from closedloop.numerics import pin
 from closedloop.paths import CANDIDATE_DIR, CARD_JSON, CARD_MD, SNAPSHOT_DIR, TRAIN_HISTORY
 from closedloop.training.module import LitClassifier
 
@@ -78,6 +79,7 @@ def train(
     params: dict, snapshot: Path = SNAPSHOT_DIR, out_dir: Path = CANDIDATE_DIR
 ) -> ModelCard | None:
     """Train and save the candidate; return its model card (None on non-zero DDP ranks)."""
+    pin(params.get("numerics"))  # the same bytes on any x86-64 CPU (closedloop.numerics)
     L.seed_everything(params["seed"], workers=True, verbose=False)
     schema, train_dl, val_dl, x_train = loaders(params, snapshot)
     model = build_model(params["model"], len(schema.features), len(schema.classes))

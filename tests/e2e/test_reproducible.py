@@ -1,0 +1,86 @@
+"""Same bytes on any x86-64 runner: the CPU's kernel path must not reach the model.
+
+MKL and ATen pick kernels by the CPU (AVX-512 here, AVX2 on an older runner). Capping the
+ISA with MKL_ENABLE_INSTRUCTIONS=AVX2 and ONEDNN_MAX_CPU_ISA=AVX2 mimics the older runner on
+this one; `numerics:` in conf/config.yaml must make both give the same weights and metrics,
+whatever thread count the environment asks for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import BIN, ROOT, make_project, run
+
+VENV = Path(sys.executable).parent.parent
+
+OLDER_CPU = {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+MORE_THREADS = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+PY_ENV = {"PYTHONPATH": str(ROOT)}
+
+
+def stage(project, name: str, extra_env: dict | None = None) -> None:
+    run(["python", "-m", f"pipelines.{name}"], project, extra_env={**PY_ENV, **(extra_env or {})})
+
+
+def trained(project, extra_env: dict) -> tuple[str, bytes]:
+    """Train and evaluate in fresh processes with ``extra_env``: the weights' sha256 and
+    reports/metrics.json."""
+    stage(project, "train", extra_env)
+    stage(project, "evaluate", extra_env)
+    weights = (project / "models/candidate/model.safetensors").read_bytes()
+    return hashlib.sha256(weights).hexdigest(), (project / "reports/metrics.json").read_bytes()
+
+
+def test_default_kernels_and_an_avx2_cap_train_the_same_weights(tmp_path):
+    project = make_project(tmp_path / "project", max_epochs=5)
+    for name in ("compose", "collect", "champion"):
+        stage(project, name)
+    here = trained(project, {})
+    older = trained(project, {**OLDER_CPU, **MORE_THREADS})
+    assert older[0] == here[0], "the AVX2-capped run (2 threads asked) trained other weights"
+    assert older[1] == here[1], "the AVX2-capped run (2 threads asked) gave other metrics"
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A fresh clone of HEAD after `dvc repro`, run as on a CI runner with an AVX2 CPU."""
+    root = tmp_path_factory.mktemp("fresh")
+    run(["git", "clone", "-q", str(ROOT), str(root / "clone")], root)
+    (root / "clone" / "data").mkdir(exist_ok=True)
+    run(["dvc", "repro"], root / "clone", extra_env=OLDER_CPU)
+    return root / "clone"
+
+
+def test_a_fresh_clone_reproduces_the_committed_dvc_lock_on_an_older_cpu(clone):
+    """The committed dvc.lock, params.yaml and reports are reproduced byte for byte."""
+    status = run(["git", "status", "--porcelain"], clone).stdout
+    diff = run(["git", "diff", "--stat"], clone).stdout
+    assert status == "", f"dvc repro on a fresh clone changed committed files:\n{status}{diff}"
+    assert (
+        "reproduced the committed dvc.lock"
+        in run([str(BIN / "closedloop"), "lock-check"], clone).stdout
+    )
+
+
+def test_make_clean_removes_only_what_dvc_checkout_restores(clone):
+    """The DVC-cached outputs go; git-tracked ones (`cache: false`) stay; checkout restores."""
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())
+    outs = [o["path"] for s in lock["stages"].values() for o in s.get("outs", [])]
+    tracked = set(run(["git", "ls-files"], clone).stdout.split())
+    cached = [o for o in outs if o not in tracked]
+    assert {"models/candidate", "artifacts/snapshot", "reports/eval"} <= set(cached)
+    assert {"reports/train/history.csv", "reports/metrics.json", "reports/gate.json"} <= tracked
+
+    stamp = VENV / ".closedloop-installed"
+    run(["make", "-o", str(stamp), "clean", f"VENV={VENV}"], clone)
+    assert run(["git", "status", "--porcelain"], clone).stdout == "", "make clean touched git"
+    assert [o for o in cached if (clone / o).exists()] == []
+    run(["dvc", "checkout"], clone)
+    assert all((clone / o).exists() for o in outs)
+    assert "up to date" in run(["dvc", "status"], clone).stdout
