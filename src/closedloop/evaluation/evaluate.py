@@ -1,15 +1,16 @@
 """Stage `evaluate`: score the candidate, and the champion on the same inputs, on the frozen
 eval set and the production window.
 
-Reads params `metrics` and `slices`, the snapshot, models/candidate/ and models/champion/.
-Writes reports/metrics.json (the candidate's torchmetrics scores: what `dvc metrics diff`
-compares), reports/comparison.json (champion vs candidate overall and per slice, with paired
+Reads params `metrics`, `slices` and `allowed_targets`, the snapshot, models/candidate/ and
+models/champion/. Writes reports/metrics.json (the candidate's torchmetrics scores: what
+`dvc metrics diff` compares), reports/comparison.json (champion vs candidate overall and per slice, with paired
 bootstrap CIs and McNemar tests) and reports/eval/: per-example predictions with the
 champion's and the slice labels, a confusion matrix and a calibration curve per split.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,14 +100,14 @@ def predictions_frame(df: pd.DataFrame, probs: torch.Tensor, config: dict) -> pd
     return out
 
 
-def load_champion(entry_path: Path = CHAMPION_ENTRY):
+def load_champion(allowed: Sequence[str], entry_path: Path = CHAMPION_ENTRY):
     """The resolved champion (model, config, entry), or None before the first promotion."""
     if not Path(entry_path).exists():
         return None
     entry = read_json(entry_path)
     if not entry.get("present"):
         return None
-    model, config = load_model(Path(entry_path).parent)
+    model, config = load_model(Path(entry_path).parent, allowed)
     return model, config, entry
 
 
@@ -135,8 +136,8 @@ def evaluate(
     from closedloop.evaluation.statistics import compare_split
 
     mcfg = params["metrics"]
-    model, config = load_model(model_dir)
-    champion = load_champion(champion_entry)
+    model, config = load_model(model_dir, params["allowed_targets"])
+    champion = load_champion(params["allowed_targets"], champion_entry)
     schema = {**read_schema(snapshot), "features": config["features"], "classes": config["classes"]}
     train = read_split("train", snapshot)[schema["target"]].astype(str)
     baseline_class = str(train.value_counts().sort_index().idxmax())
