@@ -22,9 +22,9 @@ from pydantic import BaseModel, ValidationError
 from closedloop.config.code import user_code
 from closedloop.config.messages import describe
 from closedloop.config.provenance import Origins, get, rel
-from closedloop.config.schema import GROUPS, At, Params
+from closedloop.config.schema import GROUPS, Params
 from closedloop.config.targets import check_allowed, check_targets, dotted
-from closedloop.errors import ConfigError
+from closedloop.errors import ConfigError, ConfigRuleError
 from closedloop.paths import CONF_DIR, PARAMS
 
 Where = Callable[[tuple], str]
@@ -105,25 +105,35 @@ def _yaml_message(e: yaml.YAMLError, conf_dir: Path) -> str:
 def _override_message(e: Exception, conf_dir: Path, overrides: list[str]) -> str:
     """An override of a key no config file has: name it and suggest the key it resembles."""
     text = str(e)
-    found = re.search(r"Could not (?:override|append to config\.?|delete from config)[^']*'([^']+)'", text)
+    found = re.search(
+        r"Could not (?:override|append to config\.?|delete from config)[^']*'([^']+)'", text
+    )
     if not found:
         return f"{rel(conf_dir)}: {text.strip().splitlines()[0]}"
     key = found.group(1)
     line = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), key)
-    parent, _, leaf = key.rpartition(".")
-    choices = _keys_at(conf_dir, overrides, tuple(parent.split(".")) if parent else ())
-    return f"override '{line}': unknown key '{key}'{_suggest(leaf, choices)}"
-
-
-def _keys_at(conf_dir: Path, overrides: list[str], path: tuple) -> set[str]:
-    """The keys conf/ composes at ``path`` with only the group choices among ``overrides``."""
+    path = tuple(key.split("."))
     groups = [o for o in overrides if "." not in o.split("=", 1)[0] and "=" in o]
     try:
-        raw, _ = _hydra(conf_dir, groups)
+        raw, _ = _hydra(conf_dir, groups)  # conf/ with only the group choices
     except ConfigError:
-        return set()
-    node = get(raw, path, None)
-    return set(node) if isinstance(node, dict) else set()
+        raw = {}
+    node = get(raw, path[:-1], None)
+    hint = _suggest(path[-1], set(node) if isinstance(node, dict) else set())
+    if not hint:  # the same key elsewhere in its group: model.lr -> model.optimizer.lr
+        same = [p for p in _paths(raw.get(path[0]), path[:1]) if p[-1] == path[-1]]
+        hint = f" (did you mean '{dotted(same[0])}'?)" if same else ""
+    return f"override '{line}': unknown key '{key}'{hint}"
+
+
+def _paths(tree: Any, path: tuple) -> list[tuple]:
+    """Every key path in a tree of mappings, depth first."""
+    if not isinstance(tree, dict):
+        return []
+    out = []
+    for key, value in tree.items():
+        out += [(*path, key), *_paths(value, (*path, key))]
+    return out
 
 
 def _suggest(key: str, choices: set[str] | Any) -> str:
@@ -153,7 +163,7 @@ def _message(err: dict, raw: dict, where: Where) -> str:
     """One pydantic error as 'file: key: what is wrong', blamed on the file that set it."""
     loc = _clean(tuple(err["loc"]), raw, err["type"])
     error = (err.get("ctx") or {}).get("error")
-    if isinstance(error, At):
+    if isinstance(error, ConfigRuleError):
         loc = (*loc, *error.key.split("."))
     if err["type"] == "union_tag_invalid":
         ctx = err["ctx"]
@@ -292,6 +302,8 @@ def _experiment_origins(conf_dir: Path, raw: dict, params: Path) -> Where:
 
     def where(key: tuple) -> str:
         here = get(raw, key, missing)
-        return origins(key) if here is not missing and get(conf_raw, key, missing) == here else label
+        return (
+            origins(key) if here is not missing and get(conf_raw, key, missing) == here else label
+        )
 
     return where

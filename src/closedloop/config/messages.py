@@ -46,7 +46,9 @@ def describe(err: dict) -> str:
     if kind == "literal_error":
         return f"must be one of {ctx['expected']}{got}"
     if kind == "union_tag_invalid":
-        return f"unknown {ctx['discriminator']} {ctx['tag']!r} (choose from: {ctx['expected_tags']})"
+        return (
+            f"unknown {ctx['discriminator']} {ctx['tag']!r} (choose from: {ctx['expected_tags']})"
+        )
     if kind == "union_tag_not_found":
         return f"needs a {ctx['discriminator']} key"
     if kind in ("too_short", "too_long"):

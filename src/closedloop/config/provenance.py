@@ -86,9 +86,9 @@ def get(tree: Any, path: tuple, default: Any = _UNSET) -> Any:
     """The value at a key path (ints index lists), or ``default``."""
     node = tree
     for part in path:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node)
+        ):
             node = node[part]
         else:
             return default

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from closedloop.errors import ConfigRuleError as At
+
 SPLITS = ("train", "val", "production")
 COMPARABLE = ("accuracy", "macro_f1")
 
@@ -33,14 +35,6 @@ Split = Literal["train", "val", "production"]
 Comparable = Literal["accuracy", "macro_f1"]
 PositiveInt = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
-
-
-class At(ValueError):
-    """A cross-field rule broken at ``key`` (below the validated node): the error names it."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
 
 
 def _date(value: Any) -> dt.date:

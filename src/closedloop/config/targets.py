@@ -99,7 +99,9 @@ def locate(name: str) -> Any:
     for i in range(found, len(parts)):
         if not hasattr(obj, parts[i]):
             where = ".".join(parts[:i])
-            close = difflib.get_close_matches(parts[i], [n for n in dir(obj) if not n.startswith("_")], n=1)
+            close = difflib.get_close_matches(
+                parts[i], [n for n in dir(obj) if not n.startswith("_")], n=1
+            )
             hint = f"; did you mean '{where}.{close[0]}'?" if close else ""
             raise ImportError(f"{where} has no {parts[i]!r}{hint}")
         obj = getattr(obj, parts[i])

@@ -16,8 +16,8 @@ import pandas as pd
 import pandera.pandas as pa
 
 from closedloop.config import SPLITS
-from closedloop.config.instantiate import instantiate
 from closedloop.errors import DataError
+from closedloop.instantiate import instantiate
 from closedloop.io import read_json
 from closedloop.paths import SCHEMA, SNAPSHOT_DIR
 

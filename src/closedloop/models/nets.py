@@ -17,8 +17,8 @@ import torch
 from pydantic import AfterValidator, Field
 from torch import nn
 
-from closedloop.config.instantiate import instantiate
 from closedloop.errors import ConfigError
+from closedloop.instantiate import instantiate
 
 Width = Annotated[int, Field(ge=1)]
 Dropout = Annotated[float, Field(ge=0, lt=1)]

@@ -87,7 +87,11 @@ def read_model_config(model_dir: Path) -> dict:
     for key in ("model", "features", "classes"):
         if key not in config:
             raise ConfigError(f"{path}: missing '{key}'")
-    model_cfg = upgrade_model_config(config["model"], str(path)) if isinstance(config["model"], dict) else None
+    model_cfg = (
+        upgrade_model_config(config["model"], str(path))
+        if isinstance(config["model"], dict)
+        else None
+    )
     if not model_cfg or not isinstance(model_cfg.get("net"), dict):
         raise ConfigError(f"{path}: model.net: missing; nothing to build")
     return {**config, "model": model_cfg}

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from closedloop.config.instantiate import instantiate
+from closedloop.instantiate import instantiate
 from closedloop.models.nets import Classifier
 
 
