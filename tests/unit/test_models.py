@@ -42,7 +42,9 @@ def test_save_and_load_round_trip_without_pickle(tmp_path):
 
 def test_cnn_rejects_features_that_do_not_fit_its_input_shape():
     cfg = compose(["model=cnn"], conf_dir=ROOT / "conf")
-    with pytest.raises(ConfigError, match=r"model\.net \(closedloop\.models\.nets\.CNN\): input_shape"):
+    with pytest.raises(
+        ConfigError, match=r"model\.net \(closedloop\.models\.nets\.CNN\): input_shape"
+    ):
         build_model(cfg["model"], 4, 5, cfg["allowed_targets"])
 
 
@@ -95,7 +97,9 @@ def test_a_saved_model_naming_a_target_outside_allowed_targets_is_refused(saved,
     with pytest.raises(ConfigError) as info:
         load_model(model_dir, allowed)
     message = str(info.value)
-    assert "\n" not in message and message.startswith(f"{model_dir}/config.json: model.net._target_")
+    assert "\n" not in message and message.startswith(
+        f"{model_dir}/config.json: model.net._target_"
+    )
     assert all(w in message for w in words), message
 
 

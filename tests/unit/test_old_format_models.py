@@ -93,7 +93,9 @@ def project(tmp_path_factory):
         trained = load_file(str(root / CANDIDATE_DIR / "model.safetensors"))
         assert sorted(trained) == sorted(OLD_MLP_KEYS), "today's layout must stay the old one"
         old = {k: trained[k] for k in OLD_MLP_KEYS}
-        write_old_model(root / CHAMPION_DIR, OLD_MLP_CONFIG, old, FEATURES, CLASSES, "weather", "date")
+        write_old_model(
+            root / CHAMPION_DIR, OLD_MLP_CONFIG, old, FEATURES, CLASSES, "weather", "date"
+        )
         digest = sha256_file(root / CHAMPION_DIR / "model.safetensors")
         write_json(
             root / CHAMPION_ENTRY,
@@ -116,7 +118,9 @@ def test_old_cnn_directory_loads(tmp_path):
     state = {k: torch.randn(shape, generator=gen) for k, shape in OLD_CNN_SHAPES.items()}
     state["std"] = state["std"].abs() + 0.5
     pixels = [f"px_{i}" for i in range(64)]
-    write_old_model(tmp_path, OLD_CNN_CONFIG, state, pixels, [str(d) for d in range(10)], "digit", None)
+    write_old_model(
+        tmp_path, OLD_CNN_CONFIG, state, pixels, [str(d) for d in range(10)], "digit", None
+    )
     params = compose([], conf_dir=ROOT / "conf")
     model, config = load_model(tmp_path, params["allowed_targets"])
     assert config["model"]["net"]["_target_"] == "closedloop.models.nets.CNN"
@@ -138,7 +142,9 @@ def test_old_model_is_served(project):
     with TestClient(create_app(params, served, NullStore())) as client:
         r = client.post(
             "/predict",
-            json={"features": {"precipitation": 0.0, "temp_max": 12.8, "temp_min": 5.0, "wind": 4.7}},
+            json={
+                "features": {"precipitation": 0.0, "temp_max": 12.8, "temp_min": 5.0, "wind": 4.7}
+            },
         )
     assert r.status_code == 200, r.text
     assert r.json()["prediction"] in CLASSES
