@@ -8,12 +8,14 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 
-from closedloop.config import compose
+from closedloop.config import compose, validate
 from closedloop.data.collect import collect
 from closedloop.errors import ConfigError
 from closedloop.models.nets import build_model
 from closedloop.models.persist import load_model, predict_proba, save_model
+from closedloop.training.module import LitClassifier
 from closedloop.training.train import train
 from tests.conftest import ROOT
 
@@ -109,3 +111,39 @@ def test_allowed_targets_come_from_the_caller_not_the_model(saved):
     load_model(model_dir, allowed)
     with pytest.raises(ConfigError, match="not under allowed_targets"):
         load_model(model_dir, [p for p in allowed if p != "closedloop.models."])
+
+
+# ------------------------------------------------------------- your own LightningModule
+class DecayingModule(LitClassifier):
+    """A user's module: the library's training step plus an exponential learning-rate decay."""
+
+    def __init__(self, model, optimizer, loss, gamma: float):
+        super().__init__(model, optimizer, loss)
+        self.gamma = gamma
+
+    def configure_optimizers(self):
+        opt = super().configure_optimizers()
+        return {
+            "optimizer": opt,
+            "lr_scheduler": torch.optim.lr_scheduler.ExponentialLR(opt, self.gamma),
+        }
+
+
+def _weights(tmp_path, name: str, module: dict) -> dict:
+    params = compose(["trainer=cpu", "trainer.max_epochs=3"], conf_dir=ROOT / "conf")
+    params["model"]["module"] = module
+    params["allowed_targets"] = [*params["allowed_targets"], "tests.unit.test_models."]
+    params = validate(params)
+    collect(params, out_dir=tmp_path / "snap", data_dir=tmp_path)
+    train(params, snapshot=tmp_path / "snap", out_dir=tmp_path / name)
+    return load_file(str(tmp_path / name / "model.safetensors"))
+
+
+def test_your_own_lightning_module_trains_with_its_yaml_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    own = "tests.unit.test_models.DecayingModule"
+    base = _weights(tmp_path, "base", {"_target_": "closedloop.training.module.LitClassifier"})
+    same = _weights(tmp_path, "same", {"_target_": own, "gamma": 1.0})
+    decayed = _weights(tmp_path, "decayed", {"_target_": own, "gamma": 0.1})
+    assert all(torch.equal(base[k], same[k]) for k in base), "gamma 1 must change nothing"
+    assert not all(torch.equal(base[k], decayed[k]) for k in base), "the module was not used"
