@@ -368,3 +368,31 @@ def test_code_comes_from_compose_not_from_conf(conf_copy):
     edit(conf_copy, "config.yaml", "seed: 42", "seed: 42\ncode: {}")
     msg = one_line_error(conf_copy)
     assert "config.yaml" in msg and "'code' is written by compose" in msg
+
+
+def test_under_dvc_exp_run_a_bad_value_is_blamed_on_the_overrides_or_on_its_file(
+    tmp_path, conf_copy, monkeypatch
+):
+    """Under `dvc exp run` compose validates the params.yaml DVC composed (with the -S
+    overrides, which compose never sees): a value conf/ alone would give is blamed on its
+    file, any other on the overrides; and ``code`` is added."""
+    from closedloop.config.core import _hydra, params_for_compose
+
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-1")
+    params = tmp_path / "params.yaml"
+
+    def dvc_composes(overrides):  # what DVC writes before running the stages
+        params.write_text(yaml.safe_dump(_hydra(conf_copy.resolve(), overrides)[0]))
+
+    dvc_composes(["model=cnn", "dataset=digits"])
+    cfg = params_for_compose(params=params, conf_dir=conf_copy)
+    assert cfg["model"]["name"] == "cnn" and cfg["code"] == {}
+    dvc_composes(["model.optimizer.lr=-1"])
+    with pytest.raises(ConfigError) as info:
+        params_for_compose(params=params, conf_dir=conf_copy)
+    assert "composed by `dvc exp run` from conf/ and its -S overrides" in str(info.value)
+    assert "model.optimizer.lr: must be > 0, got -1" in str(info.value)
+    edit(conf_copy, "model/cnn.yaml", "batch_size: 64", "batch_size: 0")
+    dvc_composes(["model=cnn", "dataset=digits"])
+    with pytest.raises(ConfigError, match=r"model/cnn\.yaml: model\.batch_size: must be >= 1"):
+        params_for_compose(params=params, conf_dir=conf_copy)

@@ -9,6 +9,7 @@ group file, an experiment, or the command-line override), before any work.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import typing
@@ -285,25 +286,28 @@ def params_for_compose(
 
 def _experiment_origins(conf_dir: Path, raw: dict, params: Path) -> Where:
     """Blame for a params.yaml DVC composed: a conf/ file where conf/ alone (with the groups
-    the params name) gives the same value, else the -S overrides."""
+    the params name) gives the same value, else the -S overrides. Composed only on an error."""
     label = f"{params} (composed by `dvc exp run` from conf/ and its -S overrides)"
-    choices = [
-        f"{g}={raw[g]['name']}"
-        for g in GROUPS
-        if isinstance(raw.get(g), dict)
-        and isinstance(raw[g].get("name"), str)
-        and (conf_dir / g / f"{raw[g]['name']}.yaml").is_file()
-    ]
-    try:
-        conf_raw, origins = _hydra(conf_dir, choices)
-    except ConfigError:
-        return lambda key: label
     missing = object()
 
+    @functools.cache
+    def conf() -> tuple[dict, Origins] | None:
+        choices = [
+            f"{g}={raw[g]['name']}"
+            for g in GROUPS
+            if isinstance(raw.get(g), dict)
+            and isinstance(raw[g].get("name"), str)
+            and (conf_dir / g / f"{raw[g]['name']}.yaml").is_file()
+        ]
+        try:
+            return _hydra(conf_dir, choices)
+        except ConfigError:
+            return None
+
     def where(key: tuple) -> str:
-        here = get(raw, key, missing)
-        return (
-            origins(key) if here is not missing and get(conf_raw, key, missing) == here else label
-        )
+        here, composed = get(raw, key, missing), conf()
+        if composed is None or here is missing or get(composed[0], key, missing) != here:
+            return label
+        return composed[1](key)
 
     return where
