@@ -41,7 +41,9 @@ TARGET = 0.90
 def tiny_model(dest: Path, params: dict) -> Path:
     """An untrained model with the configured architecture: inference costs what a trained one does."""
     ds = params["dataset"]
-    model = build_model(params["model"], len(ds["features"]), len(ds["classes"]))
+    model = build_model(
+        params["model"], len(ds["features"]), len(ds["classes"]), params["allowed_targets"]
+    )
     config = {
         "model": params["model"],
         "features": ds["features"],

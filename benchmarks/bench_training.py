@@ -28,7 +28,7 @@ from _report import result, step
 from closedloop.config import compose
 from closedloop.data.collect import collect
 from closedloop.models.nets import build_model
-from closedloop.training.module import LitClassifier
+from closedloop.training.module import build_module
 from closedloop.training.train import loaders, make_trainer
 
 TARGET = 1.10
@@ -64,7 +64,7 @@ def plain_loop(model, train_dl, val_dl, lr, weight_decay, epochs) -> float:
 
 
 def lightning_fit(model, train_dl, val_dl, params) -> float:
-    lit = LitClassifier(model, params["model"]["lr"], params["model"]["weight_decay"])
+    lit = build_module(params["model"], model, params["allowed_targets"])
     trainer = make_trainer({**params["trainer"], "max_epochs": params["trainer"]["max_epochs"]})
     start = time.perf_counter()
     trainer.fit(lit, train_dl, val_dl)
@@ -81,8 +81,8 @@ def main() -> None:
     params = compose(
         [
             "dataset=synthetic",
-            f"dataset.synthetic.n_samples={args.rows}",
-            "model.hidden_sizes=[256,256]",
+            f"dataset.source.n_samples={args.rows}",
+            "model.net.hidden_sizes=[256,256]",
             "model.batch_size=512",
             "trainer=cpu",
             f"trainer.max_epochs={args.epochs}",
@@ -96,9 +96,14 @@ def main() -> None:
         collect(params, out_dir=snap, data_dir=Path(tmp))
         schema, train_dl, val_dl, x_train = loaders(params, snap)
         L.seed_everything(0, verbose=False)
-        base = build_model(params["model"], len(schema.features), len(schema.classes))
+        base = build_model(
+            params["model"],
+            len(schema.features),
+            len(schema.classes),
+            params["allowed_targets"],
+        )
         base.set_standardisation(x_train)
-        lr, wd = params["model"]["lr"], params["model"]["weight_decay"]
+        lr, wd = params["model"]["optimizer"]["lr"], params["model"]["optimizer"]["weight_decay"]
         runs = {
             "ours": lambda: lightning_fit(copy.deepcopy(base), train_dl, val_dl, params),
             "plain": lambda: plain_loop(copy.deepcopy(base), train_dl, val_dl, lr, wd, args.epochs),

@@ -1,7 +1,8 @@
 """Stage `collect`: a validated snapshot of the dataset, with the declared splits.
 
-Reads params `seed` and `dataset`, the dataset's source and the exported feedback in
-data/feedback/. Writes artifacts/snapshot/ (one Parquet file per split, schema.json) and
+Reads params `seed`, `dataset`, `allowed_targets` and `code`, the table `dataset.source`
+returns (a built-in, your files under data/raw/, or your own function) and the exported
+feedback in data/feedback/. Writes artifacts/snapshot/ (one Parquet file per split, schema.json) and
 reports/quarantine.parquet (every rejected feedback row, with its reason).
 """
 

@@ -8,6 +8,9 @@ never under `dvc repro`. So this stage, which depends on conf/ and writes params
   from conf/ plus the `-S` overrides, and only validates and normalises it. Recomposing here
   would silently drop the overrides.
 
+Either way it adds `code`: a hash of each user package in src/ (this stage depends on all
+of src/), so the stages that build `_target_`s rerun when that code changes.
+
     python -m pipelines.compose                          # what `dvc repro` runs
     python -m pipelines.compose dataset=digits --print   # preview a composition, write nothing
 """
@@ -27,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.compose", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.lr=0.01")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. model.optimizer.lr=0.01"
+    )
     parser.add_argument("--print", action="store_true", help="print instead of writing")
     args = parser.parse_args(argv)
     text = dump(params_for_compose(args.overrides))

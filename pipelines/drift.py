@@ -1,6 +1,7 @@
 """Stage `drift`: how far the production window has moved from the champion's training data.
 
-Reads params `drift`, the snapshot, models/candidate/ and models/champion/. Writes
+Reads params `drift`, `allowed_targets` and `code`, the snapshot, models/candidate/ and
+models/champion/. Writes
 reports/drift.html (Evidently's report) and reports/drift.json (the verdicts per column).
 """
 

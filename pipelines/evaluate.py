@@ -1,6 +1,7 @@
 """Stage `evaluate`: the candidate, and the champion on the same rows, on every scored split.
 
-Reads params `metrics` and `slices`, the snapshot, models/candidate/ and models/champion/.
+Reads params `metrics`, `slices`, `allowed_targets` and `code`, the snapshot,
+models/candidate/ and models/champion/.
 Writes reports/metrics.json (what `dvc metrics diff` compares), reports/comparison.json
 (champion vs candidate with paired statistics, overall and per slice) and reports/eval/.
 """

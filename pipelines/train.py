@@ -1,6 +1,7 @@
 """Stage `train`: fit the configured network on the snapshot's train split with Lightning.
 
-Reads params `seed`, `model` and `trainer`, and the snapshot. Writes models/candidate/
+Reads params `seed`, `model` (net, module, optimizer, loss: `_target_`s), `trainer`,
+`allowed_targets` and `code`, and the snapshot. Writes models/candidate/
 (safetensors weights, config.json, a model card) and reports/train/history.csv.
 """
 

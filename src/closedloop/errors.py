@@ -21,6 +21,15 @@ class ConfigError(ClosedloopError, ValueError):
     """A bad config: names the file that set the value and the key."""
 
 
+class ConfigRuleError(ConfigError):
+    """A rule that spans several keys (dates that overlap), broken at ``key``: raised inside
+    the schema's validators, and reported by closedloop.config as a ConfigError at that key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 class DataError(ClosedloopError, ValueError):
     """Data that does not match its declared schema: names the file or column."""
 

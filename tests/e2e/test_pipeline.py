@@ -51,7 +51,7 @@ def test_model_edit_reruns_train_and_evaluate_but_not_collect(project):
     out = run(["dvc", "repro"], project).stdout
     assert ran(out) == {"compose"} | AFTER_TRAIN, out
     card = json.loads((project / "models/candidate/card.json").read_text())
-    assert card["model"]["lr"] == 0.005
+    assert card["model"]["optimizer"]["lr"] == 0.005
 
 
 def test_metrics_edit_reruns_only_evaluate(project):
@@ -100,7 +100,7 @@ def test_bad_config_stops_the_loop_before_training(project):
     edit(project / "conf/model/mlp.yaml", "lr: 0.003", "lr: -0.003")
     proc = run(["dvc", "repro"], project, check=False)
     assert proc.returncode != 0
-    assert "conf/model/mlp.yaml: model.lr: must be > 0" in proc.stderr
+    assert "conf/model/mlp.yaml: model.optimizer.lr: must be > 0" in proc.stderr
     assert ran(proc.stdout) == {"compose"}
     assert (project / "models/candidate/card.json").read_bytes() == before
     run(["git", "checkout", "--", "conf"], project)
@@ -119,16 +119,17 @@ def test_exp_run_override_trains_with_the_new_value_and_is_listed(project):
             "-n",
             "lr-bump",
             "-S",
-            "model.lr=0.02",
+            "model.optimizer.lr=0.02",
             "-S",
-            "model.hidden_sizes=[32]",
+            "model.net.hidden_sizes=[32]",
         ],
         project,
     )
     # The override reached training: the workspace now holds the experiment's results.
     card = json.loads((project / "models/candidate/card.json").read_text())
-    assert card["model"]["lr"] == 0.02 and card["model"]["hidden_sizes"] == [32]
-    assert yaml.safe_load((project / "params.yaml").read_text())["model"]["lr"] == 0.02
+    model = card["model"]
+    assert model["optimizer"]["lr"] == 0.02 and model["net"]["hidden_sizes"] == [32]
+    assert yaml.safe_load((project / "params.yaml").read_text())["model"]["optimizer"]["lr"] == 0.02
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     exps = {
         rev["name"]: rev["data"]
@@ -137,7 +138,7 @@ def test_exp_run_override_trains_with_the_new_value_and_is_listed(project):
         for rev in exp["revs"]
     }
     assert "lr-bump" in exps, exps.keys()
-    assert exps["lr-bump"]["params"]["params.yaml"]["data"]["model"]["lr"] == 0.02
+    assert exps["lr-bump"]["params"]["params.yaml"]["data"]["model"]["optimizer"]["lr"] == 0.02
     assert "reports/metrics.json" in exps["lr-bump"]["metrics"]
     # The workspace now holds the experiment, consistently: nothing to rerun.
     assert ran(run(["dvc", "repro"], project).stdout) == set()
@@ -145,12 +146,13 @@ def test_exp_run_override_trains_with_the_new_value_and_is_listed(project):
     edit(project / "conf/model/mlp.yaml", "dropout: 0.1", "dropout: 0.2")
     assert "compose" in ran(run(["dvc", "repro"], project).stdout)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    assert params["model"]["lr"] == 0.003 and params["model"]["dropout"] == 0.2
+    assert params["model"]["optimizer"]["lr"] == 0.003 and params["model"]["net"]["dropout"] == 0.2
     run(["git", "checkout", "--", "."], project)
 
 
 def test_exp_run_config_group_override(project):
     run(["dvc", "exp", "run", "-S", "experiment=digits_cnn", "-S", "trainer.max_epochs=2"], project)
     card = json.loads((project / "models/candidate/card.json").read_text())
-    assert card["dataset"] == "digits" and card["model"]["arch"] == "cnn"
+    assert card["dataset"] == "digits"
+    assert card["model"]["net"]["_target_"] == "closedloop.models.nets.CNN"
     run(["git", "checkout", "--", "."], project)

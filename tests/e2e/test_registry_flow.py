@@ -106,7 +106,7 @@ def history(project) -> dict:
     commit(project, "promote v1 (the merged promotion PR)")
 
     mlp = project / "conf/model/mlp.yaml"
-    retuned = re.sub(r"^lr: \S+", "lr: 0.0123", mlp.read_text(), count=1, flags=re.M)
+    retuned = re.sub(r"^  lr: \S+", "  lr: 0.0123", mlp.read_text(), count=1, flags=re.M)
     assert retuned != mlp.read_text()
     mlp.write_text(retuned)
     run(["dvc", "repro", "train"], project)

@@ -1,8 +1,13 @@
 """No stale results: every stage declares, in dvc.yaml, exactly the code it runs.
 
-A stage's code is its module in pipelines/ and every library module it imports. Miss one and
-an edit to it leaves `dvc repro` "up to date" with stale metrics and a stale verdict; list
-one it does not import and DVC reruns it for nothing.
+A stage's code is its module in pipelines/, every library module it imports, and every
+library module its params name by `_target_` (Hydra imports those by name, so no import
+statement shows them). Miss one and an edit to it leaves `dvc repro` "up to date" with stale
+metrics and a stale verdict; list one it does not import and DVC reruns it for nothing.
+
+A user's own package in src/ is covered differently: compose depends on all of src/ and
+writes a hash per user package into params.yaml's `code`; every stage that builds a
+`_target_` declares `code` (and `allowed_targets`).
 """
 
 from __future__ import annotations
@@ -13,34 +18,60 @@ from pathlib import Path
 import pytest
 import yaml
 
+from closedloop.config.targets import target_nodes
 from tests.conftest import ROOT, make_project, run
 from tests.imports import closure
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 CODE_ROOTS = ("pipelines/", "src/")
+INSTANTIATE = ROOT / "src/closedloop/instantiate.py"
 
 
 def code_deps(stage: str) -> list[str]:
-    return [d for d in STAGES[stage].get("deps", []) if d.startswith(CODE_ROOTS)]
+    return [d for d in STAGES[stage].get("deps", []) if d == "src" or d.startswith(CODE_ROOTS)]
 
 
 def covered(deps: list[str]) -> set[Path]:
-    """The .py files the deps name: a file itself, or every .py file below a directory.
-    (Templates are deps too: test_dvc_yaml_lists_the_templates_each_stage_renders checks them.)"""
+    """The .py files the deps name: a file itself, or every .py file below a directory
+    (templates are checked by test_dvc_yaml_lists_the_templates_each_stage_renders);
+    the dep `src` itself stands for the user packages in it (the library has its own deps)."""
     files: set[Path] = set()
     for dep in deps:
         path = ROOT / dep
-        if path.is_dir():
+        if dep == "src":
+            files |= {
+                p for p in path.rglob("*.py") if "closedloop" not in p.relative_to(path).parts[:1]
+            }
+        elif path.is_dir():
             files |= set(path.rglob("*.py"))
         elif path.suffix == ".py":
             files.add(path)
     return files
 
 
+def declared_params(stage: str) -> set[str]:
+    return {p if isinstance(p, str) else next(iter(p)) for p in STAGES[stage].get("params", [])}
+
+
+def stage_code(stage: str) -> set[Path]:
+    """What a stage runs: its import closure and that of each library `_target_` its params
+    name (the committed params.yaml: the default config)."""
+    files = closure(STAGES[stage]["cmd"].removeprefix("python -m "))
+    for key in declared_params(stage):
+        node = PARAMS
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        for _, target in target_nodes(node):
+            module = target["_target_"].rpartition(".")[0]
+            if module.split(".")[0] == "closedloop":
+                files |= closure(module)
+    return files
+
+
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_dvc_yaml_lists_exactly_the_code_each_stage_imports(stage):
-    module = STAGES[stage]["cmd"].removeprefix("python -m ")
-    imported = closure(module)
+    imported = stage_code(stage)
     declared = covered(code_deps(stage))
     rel = lambda paths: sorted(str(p.relative_to(ROOT)) for p in paths)  # noqa: E731
     assert not imported - declared, (
@@ -50,6 +81,22 @@ def test_dvc_yaml_lists_exactly_the_code_each_stage_imports(stage):
     assert not declared - imported, (
         f"stage {stage} lists {rel(declared - imported)} in dvc.yaml but never imports them"
     )
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stages_that_build_targets_rerun_when_user_code_or_allowed_targets_change(stage):
+    """A stage that instantiates a `_target_` (it imports closedloop.instantiate) may
+    run a user package: it declares `code` and `allowed_targets`; compose, which writes
+    `code`, depends on all of src/."""
+    if stage == "compose":
+        assert "src" in STAGES[stage]["deps"], "compose must depend on src/ to hash user code"
+        return
+    builds = INSTANTIATE in stage_code(stage)
+    keys = {"code", "allowed_targets"}
+    if builds:
+        assert keys <= declared_params(stage), f"stage {stage} builds targets: declare {keys}"
+    else:
+        assert not keys & declared_params(stage), f"stage {stage} builds no target"
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +126,7 @@ def test_editing_any_imported_module_makes_its_stages_change(project):
         path.write_text(path.read_text() + "\n# edited by the test\n")
     changed = changed_deps(project)
     for stage in STAGES:
-        imported = {p.relative_to(ROOT) for p in closure(STAGES[stage]["cmd"].split()[-1])}
+        imported = {p.relative_to(ROOT) for p in stage_code(stage)}
         reported = changed.get(stage, set())
         missing = [
             str(f)

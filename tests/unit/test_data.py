@@ -60,9 +60,9 @@ def test_synthetic_is_sized_in_yaml(tmp_path):
     params = compose(
         [
             "dataset=synthetic",
-            "dataset.synthetic.n_samples=1000",
-            "dataset.synthetic.n_features=7",
-            "dataset.synthetic.n_informative=5",
+            "dataset.source.n_samples=1000",
+            "dataset.source.n_features=7",
+            "dataset.source.n_informative=5",
         ],
         conf_dir=ROOT / "conf",
     )
@@ -100,3 +100,82 @@ def test_declared_column_missing_from_source(tmp_path):
     with pytest.raises(DataError, match="humidity"):
         collect(params, out_dir=tmp_path / "snap", data_dir=tmp_path)
     assert not (tmp_path / "snap").exists(), "a failed collect must not leave a partial snapshot"
+
+
+# ------------------------------------------------------------------- read_table
+def _seattle_table() -> pd.DataFrame:
+    from vega_datasets import local_data
+
+    return local_data.seattle_weather()
+
+
+def _read_table_params(path: str, **options) -> dict:
+    overrides = [
+        "dataset.source._target_=closedloop.data.sources.read_table",
+        f"+dataset.source.path={path}",
+        *(f"+dataset.source.{k}={v}" for k, v in options.items()),
+    ]
+    return compose(overrides, conf_dir=ROOT / "conf")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet", ".jsonl"])
+def test_read_table_gives_the_same_snapshot_from_any_format(tmp_path, monkeypatch, suffix):
+    """The user's own file under data/raw/, path relative to the repository root: the same
+    rows as the built-in source give the same snapshot, whatever the format."""
+    monkeypatch.chdir(tmp_path)
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    df = _seattle_table().assign(date=lambda d: d.date.dt.strftime("%Y-%m-%d"))
+    path = raw / f"weather{suffix}"
+    if suffix == ".parquet":
+        df.to_parquet(path, index=False)
+    elif suffix == ".jsonl":
+        df.to_json(path, orient="records", lines=True)
+    else:
+        df.to_csv(path, index=False)
+    params = _read_table_params(f"data/raw/weather{suffix}")
+    mine = collect(params, out_dir=tmp_path / "mine", data_dir=tmp_path / "data")
+    builtin = collect(
+        compose([], conf_dir=ROOT / "conf"), out_dir=tmp_path / "builtin", data_dir=tmp_path
+    )
+    assert mine.data_hash == builtin.data_hash
+    assert mine.feedback_files == [], "a user's table in data/raw/ is not feedback"
+
+
+def test_read_table_glob_reads_every_matching_file_in_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/raw").mkdir(parents=True)
+    df = _seattle_table()
+    for year, part in df.groupby(df.date.dt.year):
+        part.to_csv(tmp_path / f"data/raw/weather-{year}.csv", index=False)
+    record = collect(
+        _read_table_params("data/raw/weather-*.csv"),
+        out_dir=tmp_path / "snap",
+        data_dir=tmp_path / "data",
+    )
+    assert sum(s.rows for s in record.splits.values()) == len(df) == 1461
+
+
+def test_read_table_passes_options_to_the_reader(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/raw").mkdir(parents=True)
+    _seattle_table().to_csv(tmp_path / "data/raw/w.csv", index=False, sep=";")
+    params = _read_table_params("data/raw/w.csv", sep="';'")
+    record = collect(params, out_dir=tmp_path / "snap", data_dir=tmp_path / "data")
+    assert sum(s.rows for s in record.splits.values()) == 1461
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("data/raw/none-*.csv", ["matches no file", "data/raw/none-*.csv"]),
+        ("w.xlsx", ["w.xlsx", "unknown format"]),
+    ],
+)
+def test_read_table_refuses_in_one_line(tmp_path, monkeypatch, name, words):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.xlsx").write_bytes(b"not a table")
+    with pytest.raises(DataError) as info:
+        collect(_read_table_params(name), out_dir=tmp_path / "snap", data_dir=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and all(w in message for w in words), message

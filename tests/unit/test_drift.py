@@ -48,7 +48,7 @@ def test_real_label_and_prediction_shift_is_detected(drift_seattle):
 
 def test_the_same_data_does_not_drift(drift_project):
     root, params = drift_project
-    model, config = load_model(root / CANDIDATE_DIR)
+    model, config = load_model(root / CANDIDATE_DIR, params["allowed_targets"])
     prod = pd.read_parquet(root / SNAPSHOT_DIR / "production.parquet")
     prod = with_predictions(prod, model, config, "production")
     kinds = {"temp_max": "feature", "wind": "feature", "weather": "target"}

@@ -41,7 +41,7 @@ def test_the_default_config_pins_mkl_aten_and_threads_and_stages_that_run_the_mo
     [
         (
             "numerics.mkl_cbwr=AVX3",
-            "conf/config.yaml: numerics.mkl_cbwr: unknown MKL branch 'AVX3'",
+            "override 'numerics.mkl_cbwr=AVX3': numerics.mkl_cbwr: unknown MKL branch 'AVX3'",
         ),
         (
             "numerics.aten_cpu_capability=fast",
@@ -50,7 +50,7 @@ def test_the_default_config_pins_mkl_aten_and_threads_and_stages_that_run_the_mo
         ("numerics.intra_op_threads=0", "numerics.intra_op_threads: must be an integer >= 1"),
         (
             "+numerics.inter_op_threads=2",
-            "conf/config.yaml: unknown key 'numerics.inter_op_threads'",
+            "override '+numerics.inter_op_threads=2': unknown key 'numerics.inter_op_threads'",
         ),
     ],
 )

@@ -68,6 +68,18 @@ def test_stages_declare_only_keys_that_exist():
                 node = node[part]
 
 
+def test_a_user_package_beside_the_library_is_on_the_path_everywhere(tmp_path):
+    """The editable install (make install / make repro) puts this checkout's src/ on the path
+    of every process of the venv, so a package in src/ beside closedloop imports in every
+    stage, the server and the command line, from any directory."""
+    proc = run(
+        [sys.executable, "-c", "import sys; print(chr(10).join(sys.path))"],
+        tmp_path,
+        extra_env={"PYTHONPATH": ""},
+    )
+    assert str(ROOT / "src") in proc.stdout.splitlines(), proc.stdout
+
+
 def test_ruff_is_clean():
     proc = subprocess.run([tool("ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout

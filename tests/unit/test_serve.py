@@ -40,7 +40,7 @@ def server(model_dir, tmp_path):
     store = FeedbackStore(
         f"sqlite:///{db}", batch_size=16, flush_interval_ms=5, personal={}, hash_key=None
     )
-    served: ServedModel = load_served_model(model_dir)
+    served: ServedModel = load_served_model(model_dir, allowed=params["allowed_targets"])
     with TestClient(create_app(params, served, store)) as client:
         yield client, db
 

@@ -1,8 +1,6 @@
 """The config: Hydra composes conf/ into params.yaml, validated here with one-line errors."""
 
 from closedloop.config.core import (
-    GROUPS,
-    SPLITS,
     compose,
     dump,
     load_params,
@@ -10,6 +8,7 @@ from closedloop.config.core import (
     under_experiment,
     validate,
 )
+from closedloop.config.schema import GROUPS, SPLITS
 from closedloop.errors import ConfigError
 
 __all__ = [

@@ -1,258 +1,80 @@
-"""The config schema, and the one bridge from conf/ (Hydra) to params.yaml (DVC).
+"""The one bridge from conf/ (Hydra) to params.yaml (DVC), and its validation.
 
-Hydra composes conf/ into a plain tree; DVC tracks the keys of params.yaml each stage reads.
-Everything is validated here, before any work, so a misspelt key, a wrong type or an
-impossible value fails with one line that names the key and the file it came from.
+Hydra composes conf/ into a plain tree; the pydantic schema (closedloop.config.schema, no
+defaults) checks it; every `_target_` is checked against allowed_targets and its callable's
+signature. Any failure is one line that names the key and the file that set the value (a
+group file, an experiment, or the command-line override), before any work.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
-import itertools
-from dataclasses import dataclass, field
+import functools
+import os
+import re
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from pydantic import BaseModel, ValidationError
 
-from closedloop import metrics
-from closedloop.errors import ConfigError
-from closedloop.numerics import check as check_numerics
+from closedloop.config.code import user_code
+from closedloop.config.messages import describe
+from closedloop.config.provenance import Origins, get, rel
+from closedloop.config.schema import GROUPS, Params
+from closedloop.config.targets import check_allowed, check_targets, dotted
+from closedloop.errors import ConfigError, ConfigRuleError
 from closedloop.paths import CONF_DIR, PARAMS
 
-GROUPS = ("dataset", "model", "trainer", "metrics", "slices", "drift", "gates", "serve")
-SOURCES = ("seattle_weather", "digits", "synthetic")
-ARCHS = ("mlp", "cnn")
-SPLITS = ("train", "val", "production")
-
-
-# --------------------------------------------------------------------------- schema
-@dataclass
-class DateRange:
-    start: str = MISSING
-    end: str = MISSING
-
-
-@dataclass
-class Fractions:
-    train: float = MISSING
-    val: float = MISSING
-    production: float = MISSING
-
-
-@dataclass
-class SplitConfig:
-    strategy: str = "time"
-    train: DateRange | None = None
-    val: DateRange | None = None
-    production: DateRange | None = None
-    fractions: Fractions | None = None
-
-
-@dataclass
-class SyntheticConfig:
-    n_samples: int = 5000
-    n_features: int = 20
-    n_informative: int = 10
-    n_classes: int = 3
-    class_sep: float = 1.0
-    seed: int = 0
-
-
-@dataclass
-class FeedbackConfig:
-    enabled: bool = True
-    eval_days: int = 90
-
-
-@dataclass
-class DatasetConfig:
-    name: str = MISSING
-    source: str = MISSING
-    target: str = MISSING
-    time_column: str | None = None
-    features: list[str] | None = None
-    classes: list[str] | None = None
-    split: SplitConfig = field(default_factory=SplitConfig)
-    synthetic: SyntheticConfig | None = None
-    personal: dict[str, str] = field(default_factory=dict)
-    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
-
-
-@dataclass
-class MLPConfig:
-    name: str = MISSING
-    arch: str = "mlp"
-    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
-    dropout: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 32
-
-
-@dataclass
-class CNNConfig:
-    name: str = MISSING
-    arch: str = "cnn"
-    input_shape: list[int] = field(default_factory=lambda: [1, 8, 8])
-    channels: list[int] = field(default_factory=lambda: [16, 32])
-    kernel_size: int = 3
-    hidden_size: int = 64
-    dropout: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 64
-
-
-@dataclass
-class TrainerConfig:
-    name: str = MISSING
-    accelerator: str = "auto"
-    devices: Any = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
-    max_epochs: int = 20
-    deterministic: bool = True
-    gradient_clip_val: float | None = None
-    log_every_n_steps: int = 50
-    enable_progress_bar: bool = False
-    num_workers: int = 0
-
-
-@dataclass
-class MetricsConfig:
-    name: str = MISSING
-    splits: list[str] = field(default_factory=lambda: ["val", "production"])
-    ece_bins: int = 15
-    calibration_bins: int = 10
-    compare: list[str] = field(default_factory=lambda: ["accuracy", "macro_f1"])
-    confidence_level: float = 0.95
-    n_resamples: int = 1000
-    bootstrap_seed: int = 0
-
-
-@dataclass
-class SliceSpec:
-    name: str = MISSING
-    by: str = MISSING
-    column: str | None = None
-    bins: list[float] | None = None
-
-
-@dataclass
-class SlicesConfig:
-    name: str = MISSING
-    slices: list[SliceSpec] = field(default_factory=list)
-
-
-@dataclass
-class DriftConfig:
-    name: str = MISSING
-    row_cap: int = 50_000
-    seed: int = 0
-    columns: list[str] | None = None
-    include_target: bool = True
-    include_prediction: bool = True
-    drift_share: float = 0.5
-
-
-@dataclass
-class ChampionCheck:
-    metric: str = MISSING
-    mode: str = "non_inferiority"
-    margin: float = 0.0
-
-
-@dataclass
-class SliceRegression:
-    metric: str = "accuracy"
-    max_drop: float = 0.05
-
-
-@dataclass
-class DriftGate:
-    max_drifted_share: float | None = None
-    columns: list[str] = field(default_factory=list)
-
-
-@dataclass
-class GatesConfig:
-    name: str = MISSING
-    split: str = "production"
-    min_samples: int = 100
-    min_slice_samples: int = 30
-    floors: dict[str, float] = field(default_factory=dict)
-    vs_champion: list[ChampionCheck] = field(default_factory=list)
-    slice_regression: SliceRegression | None = None
-    beat_baseline: str | None = "accuracy"
-    drift: DriftGate = field(default_factory=DriftGate)
-    max_data_age_days: int | None = None
-    as_of: str | None = None
-    first_model: str = "floors_only"
-
-
-@dataclass
-class NumericsConfig:
-    """conf/config.yaml's `numerics`: the CPU's numerical path (closedloop.numerics)."""
-
-    mkl_cbwr: str | None = "COMPATIBLE"
-    aten_cpu_capability: str | None = "default"
-    intra_op_threads: int | None = 1
-
-
-@dataclass
-class PrivacyConfig:
-    key_env: str = "CLOSEDLOOP_HASH_KEY"
-
-
-@dataclass
-class ServeConfig:
-    name: str = MISSING
-    host: str = "127.0.0.1"
-    port: int = 8000
-    store_url: str = "sqlite:///feedback.db"
-    batch_size: int = 256
-    flush_interval_ms: int = 50
-    max_body_bytes: int = 65_536
-    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
-
-
-MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig}
-GROUP_SCHEMAS = {
-    "dataset": DatasetConfig,
-    "trainer": TrainerConfig,
-    "metrics": MetricsConfig,
-    "slices": SlicesConfig,
-    "drift": DriftConfig,
-    "gates": GatesConfig,
-    "serve": ServeConfig,
-}
-COMPARABLE = metrics.names(comparable=True)  # compared with the champion (closedloop.metrics)
-SLICE_KINDS = ("month", "season", "class", "range", "column")
+Where = Callable[[tuple], str]
 
 
 # ----------------------------------------------------------------------- composition
 def compose(overrides: list[str] | tuple[str, ...] = (), conf_dir: Path = CONF_DIR) -> dict:
-    """Compose conf/ with Hydra overrides into a validated plain dict."""
+    """Compose conf/ with Hydra overrides into a validated plain dict, ``code`` included."""
+    conf_dir = Path(conf_dir).resolve()
+    raw, origins = _hydra(conf_dir, list(overrides))
+    if "code" in raw:
+        raise ConfigError(f"{origins(('code',))}: 'code' is written by compose; remove it")
+    raw["code"] = user_code(conf_dir.parent / "src")
+    return check(raw, origins)
+
+
+def check(raw: dict, where: Where) -> dict:
+    """Validate a composed config and every `_target_` in it (imports them: compose only)."""
+    cfg = validate(raw, where)
+    check_targets(cfg, cfg["allowed_targets"], where)
+    return cfg
+
+
+def _hydra(conf_dir: Path, overrides: list[str]) -> tuple[dict, Origins]:
+    """Hydra's composition as a plain dict, and who set each key; Hydra's errors in one line."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra.errors import HydraException, MissingConfigException
+    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    conf_dir = Path(conf_dir).resolve()
     try:
         with initialize_config_dir(str(conf_dir), version_base=None):
-            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+            origins = Origins.from_hydra(conf_dir, "config", overrides)
+        raw = OmegaConf.to_container(cfg, resolve=True)
     except MissingConfigException as e:
         raise ConfigError(_missing_option_message(e, conf_dir)) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(_yaml_message(e, conf_dir)) from None
+    except ConfigCompositionException as e:
+        raise ConfigError(_override_message(e, conf_dir, overrides)) from None
     except (HydraException, OmegaConfBaseException) as e:
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
         detail = f" ({lines[-1]})" if len(lines) > 1 else ""
-        raise ConfigError(f"{_rel(conf_dir)}: {lines[0]}{detail}") from None
-    return validate(OmegaConf.to_container(cfg, resolve=True), conf_dir)
+        raise ConfigError(f"{rel(conf_dir)}: {lines[0]}{detail}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{rel(conf_dir)}/config.yaml: the config must be a mapping")
+    return raw, origins
 
 
 def _missing_option_message(e: Exception, conf_dir: Path) -> str:
@@ -264,303 +86,150 @@ def _missing_option_message(e: Exception, conf_dir: Path) -> str:
             option = text.split(marker, 1)[1].split("'", 1)[0]
             valid = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
             return (
-                f"unknown {group} '{option}': {_rel(conf_dir)}/{group}/{option}.yaml does not exist "
+                f"unknown {group} '{option}': {rel(conf_dir)}/{group}/{option}.yaml does not exist "
                 f"(choose from: {', '.join(valid)})"
             )
     return text.strip().splitlines()[0]
 
 
-# ------------------------------------------------------------------------ validation
-def validate(raw: dict, conf_dir: Path = CONF_DIR) -> dict:
-    """Check a composed config against the schema; return it with defaults filled in."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{_rel(conf_dir)}/config.yaml: the config must be a mapping")
-    root_file = f"{_rel(conf_dir)}/config.yaml"
-    known = {*GROUPS, "seed", "numerics"}
-    for key in raw:
-        if key not in known:
-            raise ConfigError(f"{root_file}: unknown key '{key}'{_suggest(key, known)}")
-    for key in known:
-        if key not in raw or raw[key] is None:
-            raise ConfigError(f"{root_file}: missing '{key}'")
-    if not isinstance(raw["seed"], int) or isinstance(raw["seed"], bool):
-        raise ConfigError(f"{root_file}: seed: expected an integer, got {raw['seed']!r}")
+def _yaml_message(e: yaml.YAMLError, conf_dir: Path) -> str:
+    """A YAML syntax error as file:line: problem."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is None:
+        return f"{rel(conf_dir)}: not valid YAML ({str(e).splitlines()[0]})"
+    problem = getattr(e, "problem", None) or "not valid YAML"
+    context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    where = f" ({context} at line {cmark.line + 1})" if context and cmark is not None else ""
+    return f"{rel(Path(mark.name))}:{mark.line + 1}: {problem}{where}"
 
-    out: dict[str, Any] = {"seed": raw["seed"]}
-    if not isinstance(raw["numerics"], dict):
-        raise ConfigError(f"{root_file}: 'numerics' must be a mapping, got {raw['numerics']!r}")
-    numerics = vars(_typed(NumericsConfig, raw["numerics"], "numerics", root_file))
-    problems = check_numerics(numerics)
-    if problems:
-        key, msg = problems[0]
-        raise ConfigError(f"{root_file}: numerics.{key}: {msg}")
-    out["numerics"] = numerics
-    for group in GROUPS:
-        node = raw[group]
-        if not isinstance(node, dict):
-            raise ConfigError(f"{root_file}: '{group}' must be a mapping, got {node!r}")
-        where = f"{_rel(conf_dir)}/{group}/{node.get('name', '?')}.yaml"
-        if group == "model":
-            arch = node.get("arch")
-            if arch not in MODEL_SCHEMAS:
-                raise ConfigError(
-                    f"{where}: model.arch: unknown architecture {arch!r} (choose from: {', '.join(ARCHS)})"
-                )
-            schema = MODEL_SCHEMAS[arch]
-        else:
-            schema = GROUP_SCHEMAS[group]
-        typed = _typed(schema, node, group, where)
-        problems = CHECKS[group](typed)
-        if problems:
-            key, msg = problems[0]
-            raise ConfigError(f"{where}: {group}.{key}: {msg}")
-        out[group] = OmegaConf.to_container(OmegaConf.structured(typed))
+
+def _override_message(e: Exception, conf_dir: Path, overrides: list[str]) -> str:
+    """An override of a key no config file has: name it and suggest the key it resembles."""
+    text = str(e)
+    found = re.search(
+        r"Could not (?:override|append to config\.?|delete from config)[^']*'([^']+)'", text
+    )
+    if not found:
+        return f"{rel(conf_dir)}: {text.strip().splitlines()[0]}"
+    key = found.group(1)
+    line = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), key)
+    path = tuple(key.split("."))
+    groups = [o for o in overrides if "." not in o.split("=", 1)[0] and "=" in o]
+    try:
+        raw, _ = _hydra(conf_dir, groups)  # conf/ with only the group choices
+    except ConfigError:
+        raw = {}
+    node = get(raw, path[:-1], None)
+    hint = _suggest(path[-1], set(node) if isinstance(node, dict) else set())
+    if not hint:  # the same key elsewhere in its group: model.lr -> model.optimizer.lr
+        same = [p for p in _paths(raw.get(path[0]), path[:1]) if p[-1] == path[-1]]
+        hint = f" (did you mean '{dotted(same[0])}'?)" if same else ""
+    return f"override '{line}': unknown key '{key}'{hint}"
+
+
+def _paths(tree: Any, path: tuple) -> list[tuple]:
+    """Every key path in a tree of mappings, depth first."""
+    if not isinstance(tree, dict):
+        return []
+    out = []
+    for key, value in tree.items():
+        out += [(*path, key), *_paths(value, (*path, key))]
     return out
 
 
-def _typed(schema: type, node: dict, group: str, where: str) -> Any:
-    """Merge a node into its dataclass schema: unknown keys and wrong types fail here."""
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
-        return OmegaConf.to_object(merged)
-    except ConfigKeyError as e:
-        key = str(e.full_key or e.key)
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        choices = _field_names(schema, parent)
-        return _raise(
-            f"{where}: unknown key '{group}.{key}'{_suggest(key.rsplit('.', 1)[-1], choices)}"
-        )
-    except OmegaConfBaseException as e:
-        key = str(e.full_key or e.key or "")
-        msg = str(getattr(e, "msg", e)).strip().splitlines()[0]
-        return _raise(f"{where}: {group}.{key}: {msg}")
-
-
-def _raise(msg: str):
-    raise ConfigError(msg)
-
-
-def _field_names(schema: type, dotted: str) -> set[str]:
-    node = OmegaConf.structured(schema)
-    for part in [p for p in dotted.split(".") if p]:
-        node = node.get(part) if isinstance(node, DictConfig) else None
-        if node is None:
-            return set()
-    return set(node.keys()) if isinstance(node, DictConfig) else set()
-
-
 def _suggest(key: str, choices: set[str] | Any) -> str:
-    close = difflib.get_close_matches(key, list(choices), n=1)
+    close = difflib.get_close_matches(str(key), [str(c) for c in choices], n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _rel(path: Path) -> str:
+# ------------------------------------------------------------------------ validation
+def validate(raw: Any, where: Where | None = None) -> dict:
+    """Check a composed config against the schema and allowed_targets; return it as a dict.
+
+    ``where`` names the file that set a key path (default: "the config").
+    """
+    where = where or (lambda path: "the config")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where(())}: the config must be a mapping, got {type(raw).__name__}")
     try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+        params = Params.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_message(e.errors()[0], raw, where)) from None
+    cfg = params.model_dump(by_alias=True)
+    check_allowed(cfg, cfg["allowed_targets"], where)
+    return cfg
 
 
-# ----------------------------------------------------------- value checks per group
-def _date(value: str) -> dt.date | None:
-    try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError:
-        return None
+def _message(err: dict, raw: dict, where: Where) -> str:
+    """One pydantic error as 'file: key: what is wrong', blamed on the file that set it."""
+    loc = _clean(tuple(err["loc"]), raw, err["type"])
+    error = (err.get("ctx") or {}).get("error")
+    if isinstance(error, ConfigRuleError):
+        loc = (*loc, *error.key.split("."))
+    if err["type"] == "union_tag_invalid":
+        ctx = err["ctx"]
+        loc = (*loc, ctx["discriminator"].strip("'"))
+        return (
+            f"{where(loc)}: {dotted(loc)}: must be one of {ctx['expected_tags']}, "
+            f"got {ctx['tag']!r}"
+        )
+    if err["type"] == "extra_forbidden":
+        hint = _suggest(loc[-1], _fields_at(loc[:-1]))
+        return f"{where(loc)}: unknown key '{dotted(loc)}'{hint}"
+    if err["type"] == "missing":
+        node = get(raw, loc[:-1], None)
+        known = _fields_at(loc[:-1])
+        strays = [k for k in node if k not in known] if isinstance(node, dict) else []
+        close = difflib.get_close_matches(str(loc[-1]), strays, n=1)
+        if close:
+            stray = (*loc[:-1], close[0])
+            return f"{where(stray)}: unknown key '{dotted(stray)}' (did you mean '{loc[-1]}'?)"
+    return f"{where(loc)}: {dotted(loc)}: {describe(err)}"
 
 
-def _check_dataset(d: DatasetConfig) -> list[tuple[str, str]]:
-    if d.source not in SOURCES:
-        return [("source", f"unknown source {d.source!r} (choose from: {', '.join(SOURCES)})")]
-    if d.classes is not None and len(set(d.classes)) != len(d.classes):
-        return [("classes", "duplicate class names")]
-    if d.features is not None and len(set(d.features)) != len(d.features):
-        return [("features", "duplicate feature names")]
-    if d.feedback.eval_days < 1:
-        return [("feedback.eval_days", f"must be >= 1, got {d.feedback.eval_days}")]
-    for column, how in d.personal.items():
-        if how not in ("hash", "drop"):
-            return [(f"personal.{column}", f"must be hash or drop, got {how!r}")]
-    if d.source == "synthetic" and d.synthetic is None:
-        return [("synthetic", "source=synthetic needs a 'synthetic' block")]
-    if d.synthetic is not None:
-        s = d.synthetic
-        if s.n_samples < 10 or s.n_features < 1 or s.n_classes < 2:
-            return [("synthetic", "needs n_samples >= 10, n_features >= 1, n_classes >= 2")]
-        if not 1 <= s.n_informative <= s.n_features:
-            return [("synthetic.n_informative", "must be between 1 and n_features")]
-    sp = d.split
-    if sp.strategy == "random":
-        f = sp.fractions
-        if f is None:
-            return [
-                ("split.fractions", "strategy=random needs fractions for train, val, production")
-            ]
-        values = {"train": f.train, "val": f.val, "production": f.production}
-        for name, v in values.items():
-            if not 0 < v < 1:
-                return [(f"split.fractions.{name}", f"must be in (0, 1), got {v}")]
-        if abs(sum(values.values()) - 1.0) > 1e-6:
-            return [("split.fractions", f"must sum to 1, got {sum(values.values()):g}")]
-        return []
-    if sp.strategy != "time":
-        return [("split.strategy", f"unknown strategy {sp.strategy!r} (choose from: time, random)")]
-    if d.time_column is None:
-        return [("time_column", "split.strategy=time needs a time_column")]
-    ranges = []
-    for name in SPLITS:
-        r = getattr(sp, name)
-        if r is None:
-            return [(f"split.{name}", "strategy=time needs a start and end date for every split")]
-        start, end = _date(r.start), _date(r.end)
-        for which, value, parsed in (("start", r.start, start), ("end", r.end, end)):
-            if parsed is None:
-                return [(f"split.{name}.{which}", f"{value!r} is not a YYYY-MM-DD date")]
-        if end < start:
-            return [(f"split.{name}", f"ends ({end}) before it starts ({start})")]
-        ranges.append((start, end, name))
-    ranges.sort()
-    for (s1, e1, n1), (s2, e2, n2) in itertools.pairwise(ranges):
-        if s2 <= e1:
-            return [(f"split.{n2}", f"{s2}..{e2} overlaps split.{n1} ({s1}..{e1})")]
-    return []
+def _clean(loc: tuple, raw: dict, kind: str) -> tuple:
+    """pydantic's error location as a key path: without union tags or '[key]' markers."""
+    out: list = []
+    node: Any = raw
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if part == "[key]":
+            continue
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int):
+            out.append(part)
+            node = node[part] if -len(node) <= part < len(node) else None
+        elif last and kind in ("missing", "extra_forbidden"):
+            out.append(part)
+        # anything else is a union member's tag, not a key
+    return tuple(out)
 
 
-def _check_model(m: MLPConfig | CNNConfig) -> list[tuple[str, str]]:
-    if not m.lr > 0:
-        return [("lr", f"must be > 0, got {m.lr}")]
-    if m.weight_decay < 0:
-        return [("weight_decay", f"must be >= 0, got {m.weight_decay}")]
-    if m.batch_size < 1:
-        return [("batch_size", f"must be >= 1, got {m.batch_size}")]
-    if not 0 <= m.dropout < 1:
-        return [("dropout", f"must be in [0, 1), got {m.dropout}")]
-    if isinstance(m, MLPConfig) and any(h < 1 for h in m.hidden_sizes):
-        return [("hidden_sizes", f"every width must be >= 1, got {m.hidden_sizes}")]
-    if isinstance(m, CNNConfig):
-        if len(m.input_shape) != 3 or any(s < 1 for s in m.input_shape):
-            return [("input_shape", f"must be [channels, height, width], got {m.input_shape}")]
-        if m.kernel_size < 1 or m.kernel_size % 2 == 0:
-            return [("kernel_size", f"must be a positive odd number, got {m.kernel_size}")]
-        if not m.channels or any(c < 1 for c in m.channels) or m.hidden_size < 1:
-            return [("channels", "channels and hidden_size must be positive")]
-    return []
+def _fields_at(path: tuple) -> set[str]:
+    """The keys the schema allows at a key path (union members' keys together)."""
+    models: list[type[BaseModel]] = [Params]
+    for part in path:
+        if isinstance(part, int):
+            continue
+        nxt: list[type[BaseModel]] = []
+        for m in models:
+            for name, f in m.model_fields.items():
+                if part in (name, f.alias):
+                    nxt += _models_in(f.annotation)
+        models = nxt
+    return {f.alias or name for m in models for name, f in m.model_fields.items()}
 
 
-def _check_trainer(t: TrainerConfig) -> list[tuple[str, str]]:
-    if t.max_epochs < 1:
-        return [("max_epochs", f"must be >= 1, got {t.max_epochs}")]
-    if t.num_nodes < 1 or t.num_workers < 0 or t.log_every_n_steps < 1:
-        return [("num_nodes", "num_nodes and log_every_n_steps must be >= 1, num_workers >= 0")]
-    if not (t.devices == "auto" or (isinstance(t.devices, int) and t.devices >= 1)):
-        return [("devices", f"must be a positive integer or 'auto', got {t.devices!r}")]
-    return []
-
-
-def _check_metrics(m: MetricsConfig) -> list[tuple[str, str]]:
-    bad = [s for s in m.splits if s not in SPLITS]
-    if bad or not m.splits:
-        return [("splits", f"unknown split(s) {bad} (choose from: {', '.join(SPLITS)})")]
-    if m.ece_bins < 2 or m.calibration_bins < 2:
-        return [("ece_bins", "ece_bins and calibration_bins must be >= 2")]
-    bad = [c for c in m.compare if c not in COMPARABLE]
-    if bad:
-        return [("compare", f"unknown metric(s) {bad} (choose from: {', '.join(COMPARABLE)})")]
-    if not 0.5 < m.confidence_level < 1:
-        return [("confidence_level", f"must be in (0.5, 1), got {m.confidence_level}")]
-    if m.n_resamples < 100:
-        return [("n_resamples", f"must be >= 100, got {m.n_resamples}")]
-    return []
-
-
-def _check_slices(s: SlicesConfig) -> list[tuple[str, str]]:
-    names = [x.name for x in s.slices]
-    if len(set(names)) != len(names):
-        return [("slices", f"duplicate slice names in {names}")]
-    for i, x in enumerate(s.slices):
-        if x.by not in SLICE_KINDS:
-            return [
-                (
-                    f"slices[{i}].by",
-                    f"unknown kind {x.by!r} (choose from: {', '.join(SLICE_KINDS)})",
-                )
-            ]
-        if x.by in ("range", "column") and not x.column:
-            return [(f"slices[{i}].column", f"by={x.by} needs a column")]
-        if x.by == "range" and (not x.bins or len(x.bins) < 2 or sorted(x.bins) != list(x.bins)):
-            return [(f"slices[{i}].bins", "by=range needs at least two increasing bin edges")]
-    return []
-
-
-def _check_drift(d: DriftConfig) -> list[tuple[str, str]]:
-    if d.row_cap < 100:
-        return [("row_cap", f"must be >= 100, got {d.row_cap}")]
-    if not 0 < d.drift_share <= 1:
-        return [("drift_share", f"must be in (0, 1], got {d.drift_share}")]
-    return []
-
-
-def _check_gates(g: GatesConfig) -> list[tuple[str, str]]:
-    if g.split not in SPLITS:
-        return [("split", f"unknown split {g.split!r} (choose from: {', '.join(SPLITS)})")]
-    if g.min_samples < 1 or g.min_slice_samples < 1:
-        return [("min_samples", "min_samples and min_slice_samples must be >= 1")]
-    for metric in g.floors:
-        if metric not in metrics.names():
-            return [
-                (f"floors.{metric}", f"unknown metric (choose from: {', '.join(metrics.names())})")
-            ]
-    for i, c in enumerate(g.vs_champion):
-        if c.metric not in COMPARABLE:
-            return [
-                (
-                    f"vs_champion[{i}].metric",
-                    f"unknown metric {c.metric!r} (choose from: {', '.join(COMPARABLE)})",
-                )
-            ]
-        if c.mode not in ("superiority", "non_inferiority"):
-            return [
-                (
-                    f"vs_champion[{i}].mode",
-                    f"must be superiority or non_inferiority, got {c.mode!r}",
-                )
-            ]
-        if c.margin < 0:
-            return [(f"vs_champion[{i}].margin", f"must be >= 0, got {c.margin}")]
-    if g.slice_regression is not None and g.slice_regression.metric not in COMPARABLE:
-        return [("slice_regression.metric", f"unknown metric {g.slice_regression.metric!r}")]
-    if g.beat_baseline is not None and g.beat_baseline not in COMPARABLE:
-        return [("beat_baseline", f"unknown metric {g.beat_baseline!r} (or null to disable)")]
-    share = g.drift.max_drifted_share
-    if share is not None and not 0 <= share <= 1:
-        return [("drift.max_drifted_share", f"must be in [0, 1], got {share}")]
-    if g.as_of is not None and _date(g.as_of) is None:
-        return [("as_of", f"{g.as_of!r} is not a YYYY-MM-DD date")]
-    if g.first_model not in ("floors_only", "fail"):
-        return [("first_model", f"must be floors_only or fail, got {g.first_model!r}")]
-    return []
-
-
-def _check_serve(s: ServeConfig) -> list[tuple[str, str]]:
-    if not 0 < s.port < 65536:
-        return [("port", f"must be a TCP port, got {s.port}")]
-    if s.batch_size < 1 or s.flush_interval_ms < 1 or s.max_body_bytes < 256:
-        return [
-            ("batch_size", "batch_size and flush_interval_ms must be >= 1, max_body_bytes >= 256")
-        ]
-    return []
-
-
-CHECKS = {
-    "dataset": _check_dataset,
-    "model": _check_model,
-    "trainer": _check_trainer,
-    "metrics": _check_metrics,
-    "slices": _check_slices,
-    "drift": _check_drift,
-    "gates": _check_gates,
-    "serve": _check_serve,
-}
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside an annotation (through Optional, unions, lists, dicts)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    out: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        out += _models_in(arg)
+    return out
 
 
 # ------------------------------------------------------------------ params.yaml I/O
@@ -575,28 +244,70 @@ def dump(cfg: dict) -> str:
     return HEADER + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
 
 
-def load_params(path: Path = PARAMS) -> dict:
-    """Read and re-validate params.yaml: every stage trusts nothing it did not check."""
-    path = Path(path)
+def _read_yaml(path: Path) -> Any:
     if not path.exists():
         raise ConfigError(f"{path}: not found; run `dvc repro` (or `python -m pipelines.compose`)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return validate(raw)
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}{line}: not valid YAML ({problem})") from None
+
+
+def load_params(path: Path = PARAMS) -> dict:
+    """Read and re-validate params.yaml: every stage trusts nothing it did not check."""
+    path = Path(path)
+    return validate(_read_yaml(path), lambda key: str(path))
 
 
 def under_experiment() -> bool:
     """True inside `dvc exp run`, where DVC has already composed params.yaml."""
-    import os
-
     return bool(os.environ.get("DVC_EXP_NAME"))
 
 
-def params_for_compose(overrides: list[str] | tuple[str, ...] = (), params: Path = PARAMS) -> dict:
+def params_for_compose(
+    overrides: list[str] | tuple[str, ...] = (), params: Path = PARAMS, conf_dir: Path = CONF_DIR
+) -> dict:
     """What the compose stage writes: under `dvc exp run`, the params.yaml DVC just composed
-    with the -S overrides (validated; recomposing would drop them); otherwise conf/ composed."""
-    if under_experiment() and not overrides and Path(params).exists():
-        return validate(yaml.safe_load(Path(params).read_text()))
-    return compose(overrides)
+    with the -S overrides (validated, with ``code`` added; recomposing would drop them);
+    otherwise conf/ composed."""
+    params = Path(params)
+    if not (under_experiment() and not overrides and params.exists()):
+        return compose(overrides, conf_dir)
+    raw = _read_yaml(params)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{params}: the config must be a mapping")
+    conf_dir = Path(conf_dir).resolve()
+    raw["code"] = user_code(conf_dir.parent / "src")
+    return check(raw, _experiment_origins(conf_dir, raw, params))
+
+
+def _experiment_origins(conf_dir: Path, raw: dict, params: Path) -> Where:
+    """Blame for a params.yaml DVC composed: a conf/ file where conf/ alone (with the groups
+    the params name) gives the same value, else the -S overrides. Composed only on an error."""
+    label = f"{params} (composed by `dvc exp run` from conf/ and its -S overrides)"
+    missing = object()
+
+    @functools.cache
+    def conf() -> tuple[dict, Origins] | None:
+        choices = [
+            f"{g}={raw[g]['name']}"
+            for g in GROUPS
+            if isinstance(raw.get(g), dict)
+            and isinstance(raw[g].get("name"), str)
+            and (conf_dir / g / f"{raw[g]['name']}.yaml").is_file()
+        ]
+        try:
+            return _hydra(conf_dir, choices)
+        except ConfigError:
+            return None
+
+    def where(key: tuple) -> str:
+        here, composed = get(raw, key, missing), conf()
+        if composed is None or here is missing or get(composed[0], key, missing) != here:
+            return label
+        return composed[1](key)
+
+    return where

@@ -1,6 +1,7 @@
 """Stage `collect`: materialise a validated dataset snapshot with the declared splits.
 
-Reads params `seed` and `dataset`, plus the feedback landing zone `data/`. Writes
+Reads params `seed`, `dataset` and `allowed_targets`, the table ``dataset.source`` returns,
+and the feedback landing zone `data/feedback/`. Writes
 artifacts/snapshot/{train,val,production}.parquet and schema.json, and
 reports/quarantine.parquet: every feedback row that failed validation, with its reason.
 """
@@ -33,7 +34,7 @@ def collect(
 ) -> SnapshotSchema:
     """Build the snapshot for ``params`` in ``out_dir``; return its schema.json."""
     ds = params["dataset"]
-    raw = load_source(ds)
+    raw = load_source(ds, params["allowed_targets"])
     features, classes = resolve_columns(ds, raw)
     missing = [
         c for c in [*features, ds["target"], ds["time_column"]] if c and c not in raw.columns
@@ -42,7 +43,8 @@ def collect(
         from closedloop.errors import DataError
 
         raise DataError(
-            f"conf/dataset/{ds['name']}.yaml: column(s) {missing} not in source {ds['source']!r} "
+            f"conf/dataset/{ds['name']}.yaml: column(s) {missing} not in what dataset.source "
+            f"({ds['source']['_target_']}) returned "
             f"(it has: {', '.join(map(str, raw.columns))})"
         )
     frame = validate_frame(raw, frame_schema(ds, features, classes), f"dataset {ds['name']}")
@@ -60,8 +62,8 @@ def collect(
         "features": features,
         "classes": classes,
         "splits": {},
-        "feedback_files": sorted(
-            str(p.relative_to(data_dir)) for p in Path(data_dir).rglob("*.parquet")
+        "feedback_files": sorted(  # exported feedback only, not a user's tables in data/raw/
+            str(p.relative_to(data_dir)) for p in (Path(data_dir) / "feedback").rglob("*.parquet")
         ),
         "feedback": {**(fb.counts if fb is not None else {}), **windows},
     }

@@ -1,4 +1,4 @@
-"""Datasets: the offline sources, the declared splits, schema checks and the snapshot format.
+"""Datasets: the configured source, the declared splits, schema checks and the snapshot format.
 
 A snapshot is what collect writes and every later stage reads: one Parquet file per split
 (features, label, optional time column) plus schema.json with the resolved feature names,
@@ -8,6 +8,7 @@ classes and a content hash of each split.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,49 +18,20 @@ import pandera.pandas as pa
 from closedloop.artefacts.snapshot import SnapshotSchema
 from closedloop.config import SPLITS
 from closedloop.errors import DataError
+from closedloop.instantiate import instantiate
 from closedloop.paths import SCHEMA, SNAPSHOT_DIR
 
 
 # ------------------------------------------------------------------------ sources
-def _seattle_weather(cfg: dict) -> pd.DataFrame:
-    from vega_datasets import local_data
-
-    return local_data.seattle_weather()
-
-
-def _digits(cfg: dict) -> pd.DataFrame:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    df = pd.DataFrame(bunch.data, columns=[f"px_{i}" for i in range(bunch.data.shape[1])])
-    df[cfg["target"]] = bunch.target.astype(str)
+def load_source(cfg: dict, allowed: Sequence[str]) -> pd.DataFrame:
+    """The raw table ``dataset.source`` names (closedloop.data.sources or a user's function)."""
+    df = instantiate(cfg["source"], allowed, "dataset.source")
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(
+            f"dataset.source: {cfg['source']['_target_']} returned {type(df).__name__}, "
+            "not a pandas DataFrame"
+        )
     return df
-
-
-def _synthetic(cfg: dict) -> pd.DataFrame:
-    from sklearn.datasets import make_classification
-
-    s = cfg["synthetic"]
-    x, y = make_classification(
-        n_samples=s["n_samples"],
-        n_features=s["n_features"],
-        n_informative=s["n_informative"],
-        n_redundant=0,
-        n_classes=s["n_classes"],
-        class_sep=s["class_sep"],
-        random_state=s["seed"],
-    )
-    df = pd.DataFrame(x.astype(np.float32), columns=[f"f_{i}" for i in range(x.shape[1])])
-    df[cfg["target"]] = y.astype(str)
-    return df
-
-
-SOURCES = {"seattle_weather": _seattle_weather, "digits": _digits, "synthetic": _synthetic}
-
-
-def load_source(cfg: dict) -> pd.DataFrame:
-    """The raw table for a dataset config, from data that ships with an installed package."""
-    return SOURCES[cfg["source"]](cfg)
 
 
 # ------------------------------------------------------------------- schema checks

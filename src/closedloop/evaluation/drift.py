@@ -1,6 +1,7 @@
 """Stage `drift`: how far the production window has moved from the data the model learned on.
 
-Reads params `drift`, the snapshot, models/candidate/ and models/champion/. The reference is
+Reads params `drift` and `allowed_targets`, the snapshot, models/candidate/ and
+models/champion/. The reference is
 the champion's training data (models/champion/train.parquet) when a champion exists, so
 drift is measured against what production actually runs on; before the first promotion it is
 the candidate's own training split. Features, the label (label shift) and the candidate's
@@ -208,7 +209,7 @@ def drift(
             raise DataError(
                 f"{Path(model_dir) / MODEL_CONFIG}: no candidate; run `dvc repro train`"
             )
-        model, config = load_model(model_dir)
+        model, config = load_model(model_dir, params["allowed_targets"])
         reference = with_predictions(reference, model, config, reference_where)
         current = with_predictions(current, model, config, current_where)
         kinds[PREDICTION] = "prediction"

@@ -1,15 +1,16 @@
 """Stage `evaluate`: score the candidate, and the champion on the same inputs, on the frozen
 eval set and the production window.
 
-Reads params `metrics` and `slices`, the snapshot, models/candidate/ and models/champion/.
-Writes reports/metrics.json (the candidate's torchmetrics scores: what `dvc metrics diff`
-compares), reports/comparison.json (champion vs candidate overall and per slice, with paired
+Reads params `metrics`, `slices` and `allowed_targets`, the snapshot, models/candidate/ and
+models/champion/. Writes reports/metrics.json (the candidate's torchmetrics scores: what
+`dvc metrics diff` compares), reports/comparison.json (champion vs candidate overall and per slice, with paired
 bootstrap CIs and McNemar tests) and reports/eval/: per-example predictions with the
 champion's and the slice labels, a confusion matrix and a calibration curve per split.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -98,12 +99,12 @@ def predictions_frame(df: pd.DataFrame, probs: torch.Tensor, config: dict) -> pd
     return out
 
 
-def load_champion(entry_path: Path = CHAMPION_ENTRY):
+def load_champion(allowed: Sequence[str], entry_path: Path = CHAMPION_ENTRY):
     """The resolved champion (model, config, entry), or None before the first promotion."""
     entry = ChampionEntry.read(entry_path)
     if entry is None:
         return None
-    model, config = load_model(Path(entry_path).parent)
+    model, config = load_model(Path(entry_path).parent, allowed)
     return model, config, entry
 
 
@@ -134,8 +135,8 @@ def evaluate(
 
     pin(params.get("numerics"))  # the same probabilities on any x86-64 CPU
     mcfg = params["metrics"]
-    model, config = load_model(model_dir)
-    champion = load_champion(champion_entry)
+    model, config = load_model(model_dir, params["allowed_targets"])
+    champion = load_champion(params["allowed_targets"], champion_entry)
     schema = read_schema(snapshot).model_copy(
         update={"features": config["features"], "classes": config["classes"]}
     )

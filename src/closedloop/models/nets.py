@@ -1,23 +1,52 @@
-"""The networks, and the wrapper that standardises their inputs.
+"""The built-in networks, and the wrapper that standardises their inputs.
+
+A network is any ``nn.Module`` that ``model.net._target_`` names: closedloop calls it with
+``in_features`` (the number of feature columns) and ``out_features`` (the number of
+classes) plus its YAML arguments, and wraps it in :class:`Classifier`. The type hints of a
+network's arguments are its config schema: compose checks the YAML against them.
 
 Plain torch: serving and evaluation import this without Lightning.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Annotated
+
 import torch
+from pydantic import AfterValidator, Field
 from torch import nn
+
+from closedloop.errors import ConfigError
+from closedloop.instantiate import instantiate
+
+Width = Annotated[int, Field(ge=1)]
+Dropout = Annotated[float, Field(ge=0, lt=1)]
+
+
+def _odd(k: int) -> int:
+    if k % 2 == 0:
+        raise ValueError(f"must be a positive odd number, got {k}")
+    return k
 
 
 class MLP(nn.Module):
-    def __init__(self, n_features: int, n_classes: int, hidden_sizes: list[int], dropout: float):
+    """A multilayer perceptron: Linear, ReLU and Dropout per hidden layer, then Linear."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden_sizes: list[Width],
+        dropout: Dropout,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
-        width = n_features
+        width = in_features
         for h in hidden_sizes:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
             width = h
-        layers.append(nn.Linear(width, n_classes))
+        layers.append(nn.Linear(width, out_features))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -25,22 +54,24 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
+    """A small CNN for image-shaped features: the flat vector is reshaped to input_shape."""
+
     def __init__(
         self,
-        n_features: int,
-        n_classes: int,
-        input_shape: list[int],
-        channels: list[int],
-        kernel_size: int,
-        hidden_size: int,
-        dropout: float,
+        in_features: int,
+        out_features: int,
+        input_shape: Annotated[list[Width], Field(min_length=3, max_length=3)],
+        channels: Annotated[list[Width], Field(min_length=1)],
+        kernel_size: Annotated[Width, AfterValidator(_odd)],
+        hidden_size: Width,
+        dropout: Dropout,
     ):
         super().__init__()
         c, h, w = input_shape
-        if c * h * w != n_features:
+        if c * h * w != in_features:
             raise ValueError(
-                f"model.input_shape {input_shape} holds {c * h * w} values but the dataset has "
-                f"{n_features} features"
+                f"input_shape {list(input_shape)} holds {c * h * w} values but the dataset has "
+                f"{in_features} features"
             )
         self.input_shape = (c, h, w)
         blocks: list[nn.Module] = []
@@ -52,7 +83,7 @@ class CNN(nn.Module):
             nn.Linear(c * 4, hidden_size),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(hidden_size, n_classes),
+            nn.Linear(hidden_size, out_features),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,25 +107,27 @@ class Classifier(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def build_model(model_cfg: dict, n_features: int, n_classes: int) -> Classifier:
-    """The network a model config describes, for this many features and classes."""
-    arch = model_cfg["arch"]
-    if arch == "mlp":
-        net: nn.Module = MLP(
-            n_features, n_classes, list(model_cfg["hidden_sizes"]), model_cfg["dropout"]
+def build_model(
+    model_cfg: dict,
+    n_features: int,
+    n_classes: int,
+    allowed: Sequence[str],
+    where: str = "params.yaml",
+) -> Classifier:
+    """The network ``model.net`` names, for this many features and classes, standardised."""
+    net = instantiate(
+        model_cfg["net"],
+        allowed,
+        "model.net",
+        where,
+        in_features=n_features,
+        out_features=n_classes,
+    )
+    if not isinstance(net, nn.Module):
+        raise ConfigError(
+            f"{where}: model.net: {model_cfg['net']['_target_']} returned "
+            f"{type(net).__name__}, not a torch.nn.Module"
         )
-    elif arch == "cnn":
-        net = CNN(
-            n_features,
-            n_classes,
-            list(model_cfg["input_shape"]),
-            list(model_cfg["channels"]),
-            model_cfg["kernel_size"],
-            model_cfg["hidden_size"],
-            model_cfg["dropout"],
-        )
-    else:
-        raise ValueError(f"model.arch: unknown architecture {arch!r}")
     return Classifier(net, n_features)
 
 

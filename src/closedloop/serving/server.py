@@ -28,6 +28,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +76,13 @@ def load_served_model(
     registry_path: Path = REGISTRY,
     candidate_dir: Path = CANDIDATE_DIR,
     dest: Path = PRODUCTION_DIR,
+    *,
+    allowed: Sequence[str],
 ) -> ServedModel:
     """The production model models/registry.yaml names; else the local candidate, said aloud.
 
     ``model_dir`` pins a directory (tests, local trials); it is served as a candidate.
+    ``allowed`` is params ``allowed_targets``: the only networks a model may build.
     """
     if model_dir is None and registry_path.exists():
         from closedloop.registry import registry
@@ -86,7 +90,7 @@ def load_served_model(
         entry = registry.production_entry(registry.load_registry(registry_path))
         if entry is not None:
             path = Path(registry.resolve_model(entry, dest))
-            served = _load(path, str(entry["version"]), "registry")
+            served = _load(path, str(entry["version"]), "registry", allowed)
             log.info("serve: production model %s from %s", served.version, registry_path)
             return served
         why = f"{registry_path} names no production model"
@@ -97,7 +101,7 @@ def load_served_model(
     if not (Path(candidate_dir) / WEIGHTS).exists():
         raise ConfigError(f"{candidate_dir}: no model to serve ({why}); run `dvc repro` first")
     digest = sha256_file(Path(candidate_dir) / WEIGHTS)
-    served = _load(Path(candidate_dir), f"candidate-{digest[:12]}", "candidate")
+    served = _load(Path(candidate_dir), f"candidate-{digest[:12]}", "candidate", allowed)
     log.warning(
         "serve: %s; serving the local candidate %s as %s, not a reviewed production model",
         why,
@@ -107,8 +111,8 @@ def load_served_model(
     return served
 
 
-def _load(path: Path, version: str, source: str) -> ServedModel:
-    model, config = load_model(path)
+def _load(path: Path, version: str, source: str, allowed: Sequence[str]) -> ServedModel:
+    model, config = load_model(path, allowed)
     return ServedModel(
         model, list(config["features"]), list(config["classes"]), version, source, path
     )
@@ -240,7 +244,7 @@ def create_app(
 
     The app owns the store: it is closed (and flushed) when the app shuts down.
     """
-    served = served or load_served_model()
+    served = served or load_served_model(allowed=params["allowed_targets"])
     store = store if store is not None else open_store(params)
     limit = params["serve"]["max_body_bytes"]
 
@@ -361,7 +365,7 @@ def run_server(
     port = port or serve["port"]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)  # batch-of-one inference: extra threads only add contention
-    served = load_served_model(model_dir)
+    served = load_served_model(model_dir, allowed=params["allowed_targets"])
     if no_logging:
         store: FeedbackStore | NullStore = NullStore()
         log.warning("serve: --no-logging: predictions and feedback are NOT stored")

@@ -1,6 +1,6 @@
 """Stage `train`: fit the configured network on the snapshot's train split with Lightning.
 
-Reads params `seed`, `model` and `trainer`, and the snapshot from collect. Writes
+Reads params `seed`, `model`, `trainer` and `allowed_targets`, and the snapshot from collect. Writes
 models/candidate/ (safetensors weights, config.json, a model card) and the per-epoch
 history that `dvc plots` draws.
 """
@@ -23,7 +23,7 @@ from closedloop.models.nets import build_model, count_parameters
 from closedloop.models.persist import save_model
 from closedloop.numerics import pin
 from closedloop.paths import CANDIDATE_DIR, CARD_JSON, CARD_MD, SNAPSHOT_DIR, TRAIN_HISTORY
-from closedloop.training.module import LitClassifier
+from closedloop.training.module import build_module
 
 TRAINER_KEYS = (
     "accelerator",
@@ -82,9 +82,12 @@ def train(
     pin(params.get("numerics"))  # the same bytes on any x86-64 CPU (closedloop.numerics)
     L.seed_everything(params["seed"], workers=True, verbose=False)
     schema, train_dl, val_dl, x_train = loaders(params, snapshot)
-    model = build_model(params["model"], len(schema.features), len(schema.classes))
+    allowed = params["allowed_targets"]
+    # The network is built first, right after seeding: its initial weights are the first
+    # draws from the seeded generator, so the same config gives the same weights.
+    model = build_model(params["model"], len(schema.features), len(schema.classes), allowed)
     model.set_standardisation(x_train)
-    lit = LitClassifier(model, params["model"]["lr"], params["model"]["weight_decay"])
+    lit = build_module(params["model"], model, allowed)
     trainer = make_trainer(params["trainer"])
 
     started = time.perf_counter()
@@ -103,7 +106,8 @@ def train(
         "target": schema.target,
         "time_column": schema.time_column,
     }
-    last = lit.history[-1] if lit.history else {}
+    history = list(getattr(lit, "history", []))  # a user's module may keep no history
+    last = history[-1] if history else {}
     card = {
         "model": params["model"],
         "trainer": params["trainer"],
@@ -127,7 +131,7 @@ def train(
         card = ModelCard.model_validate({**card, "weights_sha256": save_model(model, config, tmp)})
         card.write(tmp / CARD_JSON)
         write_text(tmp / CARD_MD, render_card(card, schema))
-    write_text(TRAIN_HISTORY, csv_text(lit.history, ["epoch", "train_loss", "val_loss", "val_acc"]))
+    write_text(TRAIN_HISTORY, csv_text(history, ["epoch", "train_loss", "val_loss", "val_acc"]))
     return card
 
 
@@ -140,7 +144,9 @@ def render_card(card: ModelCard, schema: SnapshotSchema) -> str:
             "",
             f"- **Task:** predict `{schema.target}` ({', '.join(schema.classes)}) "
             f"from {len(schema.features)} features.",
-            f"- **Architecture:** `{m['arch']}`, {card.parameters:,} parameters.",
+            f"- **Network:** `{m['net']['_target_']}`, {card.parameters:,} parameters; "
+            f"trained by `{m['module']['_target_']}` with `{m['optimizer']['_target_']}` and "
+            f"`{m['loss']['_target_']}`.",
             f"- **Data:** snapshot `{card.data_hash[:12]}`, {card.train_rows:,} training rows.",
             f"- **Training:** {card.epochs} epochs, {card.steps:,} steps on "
             f"`{card.device}` (world size {card.world_size}), seed {card.seed}.",
