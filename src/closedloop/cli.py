@@ -144,13 +144,9 @@ def export(store_url, data_dir, no_dvc) -> None:
     from closedloop.capture.export import dvc_add
     from closedloop.capture.export import export as run_export
     from closedloop.config import load_params
-    from closedloop.errors import ConfigError, StoreError
 
     url = store_url or load_params()["serve"]["store_url"]
-    try:
-        moved = run_export(url, data_dir)
-    except StoreError as e:
-        raise ConfigError(f"--store-url: {e}") from None
+    moved = run_export(url, data_dir)  # a StoreError names the store (never its password)
     if not no_dvc:
         dvc_add(data_dir)
     click.echo(

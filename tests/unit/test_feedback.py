@@ -183,9 +183,9 @@ def test_arrow_and_pandera_paths_reach_the_same_verdict(tmp_path, monkeypatch, p
     validated = []
     original = feedback._PredictionRules.reasons
 
-    def spy(self, raw):
+    def spy(self, raw, limit):
         validated.append(len(raw))
-        return original(self, raw)
+        return original(self, raw, limit)
 
     monkeypatch.setattr(feedback._PredictionRules, "reasons", spy)
     fast = feedback.load(data, {"target": "weather"}, FEATURES, CLASSES, now=now)
@@ -195,9 +195,9 @@ def test_arrow_and_pandera_paths_reach_the_same_verdict(tmp_path, monkeypatch, p
     slow = feedback.load(data, {"target": "weather"}, FEATURES, CLASSES, now=now)
 
     assert fast.counts == slow.counts
-    # nan, empty id, future ts; r7 a second time; feedback with no label, a bad action, a
-    # future ts. An 'accept' with no label is valid: the prediction was right.
-    assert fast.counts["quarantined"] == 3 + 1 + 3
+    # nan, empty id, future ts; r7 a second time; feedback with a bad action, a future ts.
+    # An 'accept' or a 'reject' with no label is valid (the rule the server applies too).
+    assert fast.counts["quarantined"] == 3 + 1 + 2
     pd.testing.assert_frame_equal(fast.labelled, slow.labelled)
     key = ["kind", "request_id", "reason"]
     pd.testing.assert_frame_equal(

@@ -64,6 +64,7 @@ class SyntheticConfig:
 class FeedbackConfig:
     enabled: bool = True
     eval_days: int = 90
+    min_rows: int | None = None  # None: gates.min_samples
 
 
 @dataclass
@@ -199,6 +200,17 @@ class PrivacyConfig:
 
 
 @dataclass
+class AuthConfig:
+    tokens_env: str = "CLOSEDLOOP_API_TOKENS"
+
+
+@dataclass
+class EventTimeConfig:
+    max_age_days: int = 7300
+    clock_skew_seconds: int = 300
+
+
+@dataclass
 class ServeConfig:
     name: str = MISSING
     host: str = "127.0.0.1"
@@ -208,6 +220,8 @@ class ServeConfig:
     flush_interval_ms: int = 50
     max_body_bytes: int = 65_536
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    event_time: EventTimeConfig = field(default_factory=EventTimeConfig)
 
 
 MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig}
@@ -359,6 +373,8 @@ def _check_dataset(d: DatasetConfig) -> list[tuple[str, str]]:
         return [("features", "duplicate feature names")]
     if d.feedback.eval_days < 1:
         return [("feedback.eval_days", f"must be >= 1, got {d.feedback.eval_days}")]
+    if d.feedback.min_rows is not None and d.feedback.min_rows < 1:
+        return [("feedback.min_rows", f"must be >= 1 or null, got {d.feedback.min_rows}")]
     for column, how in d.personal.items():
         if how not in ("hash", "drop"):
             return [(f"personal.{column}", f"must be hash or drop, got {how!r}")]
@@ -529,6 +545,10 @@ def _check_serve(s: ServeConfig) -> list[tuple[str, str]]:
         return [
             ("batch_size", "batch_size and flush_interval_ms must be >= 1, max_body_bytes >= 256")
         ]
+    if s.event_time.max_age_days < 1 or s.event_time.clock_skew_seconds < 0:
+        return [("event_time", "max_age_days must be >= 1 and clock_skew_seconds >= 0")]
+    if not s.auth.tokens_env.strip():
+        return [("auth.tokens_env", "must name an environment variable")]
     return []
 
 
