@@ -278,7 +278,7 @@ def test_rows_dated_after_their_export_are_quarantined(tmp_path, monkeypatch, pr
     part.mkdir()
     pq.write_table(table.replace_schema_metadata(meta), part / "part-predictions-400-402.parquet")
 
-    record, quarantine = run_collect(tmp_path, monkeypatch, data)
+    _, quarantine = run_collect(tmp_path, monkeypatch, data)
     reasons = dict(zip(quarantine.request_id, quarantine.reason, strict=True))
     assert set(reasons) == {"ts-after", "poison"}
     assert "ts" in reasons["ts-after"] and "export" in reasons["ts-after"]
@@ -318,9 +318,7 @@ def test_a_handful_of_newer_rows_cannot_move_the_production_window(
     assert len(prod) == 120 and "snow" not in set(prod.weather)
 
 
-def test_too_little_feedback_leaves_the_production_window_to_the_dataset(
-    tmp_path, monkeypatch
-):
+def test_too_little_feedback_leaves_the_production_window_to_the_dataset(tmp_path, monkeypatch):
     data = tmp_path / "data"
     newer_rows(data, 40, "2014-06-01")  # 40 labelled rows: fewer than gates.min_samples
     record, _ = run_collect(tmp_path, monkeypatch, data)

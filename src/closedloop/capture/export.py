@@ -139,7 +139,9 @@ def _one_export_at_a_time(out: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StoreError(f"{out}: another export is writing into it; try again when it ends") from None
+            raise StoreError(
+                f"{out}: another export is writing into it; try again when it ends"
+            ) from None
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -192,7 +192,9 @@ def _parse(url: str | URL) -> URL:
             "(e.g. sqlite:///feedback.db or postgresql+psycopg://user@host/db)"
         ) from None
     # A bare postgresql:// means psycopg2 to SQLAlchemy; the postgres extra ships psycopg 3.
-    return parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed
+    return (
+        parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed
+    )
 
 
 def open_engine(url: str | URL, create: bool = True) -> Engine:
@@ -210,8 +212,7 @@ def open_engine(url: str | URL, create: bool = True) -> Engine:
     except ImportError as e:
         hint = POSTGRES_EXTRA if parsed.get_backend_name() == "postgresql" else "install it"
         raise StoreError(
-            f"store {redact(parsed)}: its database driver is not installed "
-            f"({e.name or e}): {hint}"
+            f"store {redact(parsed)}: its database driver is not installed ({e.name or e}): {hint}"
         ) from None
     except NoSuchModuleError:
         raise StoreError(
