@@ -89,6 +89,12 @@ def serve(host, port, store_url, model_dir, no_logging) -> None:
     show_default=True,
     help="collect's snapshot",
 )
+@click.option(
+    "--token",
+    envvar="CLOSEDLOOP_API_TOKEN",
+    show_envvar=True,
+    help="bearer token, when the server requires one",
+)
 def simulate(
     url,
     rate,
@@ -102,6 +108,7 @@ def simulate(
     max_seconds,
     max_errors,
     snapshot,
+    token,
 ) -> None:
     """Replay the production period through a running server, with delayed feedback."""
     import asyncio
@@ -121,6 +128,7 @@ def simulate(
             seed=seed,
             max_seconds=max_seconds,
             max_errors=max_errors,
+            token=token,
         )
     )
     click.echo(summary.line())
