@@ -274,6 +274,8 @@ def to_micros(ts: dt.datetime) -> int:
 # ------------------------------------------------------------------ wire format
 # Two pipes, framed by multiprocessing.connection (send_bytes/recv_bytes: a length header and
 # the bytes, one write for a small message); the payloads are marshal'd tuples of plain values.
+# Measured against the hand-written framing it replaced: about 4 us more caller CPU per
+# record (73 vs 69), under half a percent of a served request.
 # Caller -> writer: a config dict, then one message of entries (ticket, kind, row, waited) per
 # hand-over; EOF = stop. Writer -> caller: ("ready",) or ("failed", why) once, then
 # ("ok", last) = every ticket <= last not failed is committed, ("err", first, last, message) =
