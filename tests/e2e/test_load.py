@@ -83,7 +83,8 @@ def test_20k_predictions_at_concurrency_16_are_all_stored_and_feedback_joins(pro
     acked: list[str] = []
     try:
         started = time.perf_counter()
-        asyncio.run(hammer(url, 20_000, 16, acked, time.monotonic() + 300))
+        # a bound, not a target: on a loaded 2-core machine 20,000 requests took over 300 s
+        asyncio.run(hammer(url, 20_000, 16, acked, time.monotonic() + 720))
         seconds = time.perf_counter() - started
         sample = random.Random(1).sample(acked, 500)
         with httpx.Client(base_url=url, timeout=10) as client:
