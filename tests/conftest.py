@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -180,3 +182,52 @@ def with_drift(params, **changes):
 def drift_seattle(drift_project, tmp_path_factory):
     out = tmp_path_factory.mktemp("seattle")
     return measure_drift_on(drift_project, out), out
+
+
+# ------------------------------------------------------------ feedback stores
+POSTGRES_ENV = "CLOSEDLOOP_TEST_POSTGRES_URL"  # .ci/run starts a server and sets it
+
+
+@contextlib.contextmanager
+def postgres_database():
+    """A new, empty database on the PostgreSQL server $CLOSEDLOOP_TEST_POSTGRES_URL names
+    (dropped afterwards); the test skips, saying why, when no server is given."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        pytest.skip(f"no PostgreSQL server: set ${POSTGRES_ENV} (.ci/run starts one)")
+    name = f"closedloop_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """An empty feedback store: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fb.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def store_rows(url: str, sql: str) -> list[tuple]:
+    """Rows of a statement run against a store (autocommit), whichever database it is."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            result = conn.exec_driver_sql(sql)
+            return [tuple(r) for r in result.all()] if result.returns_rows else []
+    finally:
+        engine.dispose()

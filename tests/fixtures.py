@@ -113,6 +113,7 @@ SCHEMA = {
         "production": split_info(549, "2014-07-01", "2015-12-31"),
     },
     "feedback_files": [],
+    "feedback_ignored_files": [],
     "feedback": {},
     "data_hash": "d" * 64,
 }

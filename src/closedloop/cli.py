@@ -95,6 +95,12 @@ def serve(host, port, store_url, model_dir, no_logging) -> None:
     show_default=True,
     help="collect's snapshot",
 )
+@click.option(
+    "--token",
+    envvar="CLOSEDLOOP_API_TOKEN",
+    show_envvar=True,
+    help="bearer token, when the server requires one",
+)
 def simulate(
     url,
     rate,
@@ -108,6 +114,7 @@ def simulate(
     max_seconds,
     max_errors,
     snapshot,
+    token,
 ) -> None:
     """Replay the production period through a running server, with delayed feedback."""
     import asyncio
@@ -127,6 +134,7 @@ def simulate(
             seed=seed,
             max_seconds=max_seconds,
             max_errors=max_errors,
+            token=token,
         )
     )
     click.echo(summary.line())
@@ -150,13 +158,9 @@ def export(store_url, data_dir, no_dvc) -> None:
     from closedloop.capture.export import dvc_add
     from closedloop.capture.export import export as run_export
     from closedloop.config import load_params
-    from closedloop.errors import ConfigError, StoreError
 
     url = store_url or load_params()["serve"]["store_url"]
-    try:
-        moved = run_export(url, data_dir)
-    except StoreError as e:
-        raise ConfigError(f"--store-url: {e}") from None
+    moved = run_export(url, data_dir)  # a StoreError names the store (never its password)
     if not no_dvc:
         dvc_add(data_dir)
     click.echo(

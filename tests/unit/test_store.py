@@ -1,4 +1,5 @@
-"""The feedback store: durable group commit, per-record failures, privacy, crash safety."""
+"""The feedback store: durable group commit, per-record failures, privacy, crash safety, on
+SQLite and on PostgreSQL; a missing driver or an unreachable database is one line."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ import sys
 import time
 
 import pytest
+from sqlalchemy import create_engine
 
 from closedloop.capture.store import FeedbackRecord, FeedbackStore, PredictionRecord
 from closedloop.errors import StoreError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, store_rows
 
 NOW = dt.datetime(2014, 3, 1, 12, 30, tzinfo=dt.timezone.utc)
 
@@ -37,9 +39,15 @@ def prediction(request_id: str, **features) -> PredictionRecord:
     )
 
 
-def query(db, sql: str) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchall()
+def execute(url: str, statement: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+def count(url: str, table: str) -> int:
+    return store_rows(url, f"select count(*) from {table}")[0][0]
 
 
 @pytest.fixture
@@ -57,10 +65,10 @@ def test_sqlite_runs_in_wal_mode_with_full_sync(db):
         store.close()
 
 
-def test_every_api_commits_and_close_flushes_fire_and_forget(db):
-    store = FeedbackStore(f"sqlite:///{db}", batch_size=8, flush_interval_ms=10_000)
+def test_every_api_commits_and_close_flushes_fire_and_forget(store_url):
+    store = FeedbackStore(store_url, batch_size=8, flush_interval_ms=10_000)
     store.submit_prediction(prediction("a")).result(10)
-    assert query(db, "select count(*) from predictions") == [(1,)]  # resolved = committed
+    assert count(store_url, "predictions") == 1  # resolved = committed
 
     async def concurrently():
         await asyncio.gather(*(store.persist_prediction(prediction(f"p{i}")) for i in range(300)))
@@ -69,22 +77,22 @@ def test_every_api_commits_and_close_flushes_fire_and_forget(db):
     store.log_feedback(FeedbackRecord("a", NOW, "rain", "correct", "app"))
     store.log_prediction(prediction("late"))  # lingers: flush_interval is 10 s
     store.close()
-    assert query(db, "select count(*) from predictions") == [(302,)]
-    ts, features, probabilities = query(
-        db, "select ts, features, probabilities from predictions where request_id = 'a'"
+    assert count(store_url, "predictions") == 302
+    ts, features, probabilities = store_rows(
+        store_url, "select ts, features, probabilities from predictions where request_id = 'a'"
     )[0]
     assert ts == int(NOW.timestamp() * 1_000_000)
     assert json.loads(features) == {"wind": 4.7}
     assert json.loads(probabilities) == {"sun": 0.75, "rain": 0.25}
-    assert query(db, "select request_id, label, action, source from feedback") == [
+    assert store_rows(store_url, "select request_id, label, action, source from feedback") == [
         ("a", "rain", "correct", "app")
     ]
     with pytest.raises(StoreError, match="closed"):
         store.submit_prediction(prediction("after"))
 
 
-def test_a_duplicate_fails_alone_not_its_batch(db):
-    store = FeedbackStore(f"sqlite:///{db}", batch_size=64)
+def test_a_duplicate_fails_alone_not_its_batch(store_url):
+    store = FeedbackStore(store_url, batch_size=64)
     try:
         store.submit_prediction(prediction("dup")).result(10)
         futures = [store.submit_prediction(prediction(rid)) for rid in ("x", "dup", "y")]
@@ -96,13 +104,13 @@ def test_a_duplicate_fails_alone_not_its_batch(db):
         assert store.healthy()
     finally:
         store.close()
-    assert query(db, "select count(*) from predictions") == [(3,)]
+    assert count(store_url, "predictions") == 3
 
 
-def test_a_failed_commit_is_reported_never_acknowledged(db):
-    store = FeedbackStore(f"sqlite:///{db}")
+def test_a_failed_commit_is_reported_never_acknowledged(store_url):
+    store = FeedbackStore(store_url)
     try:
-        query(db, "drop table feedback")
+        execute(store_url, "drop table feedback")
         with pytest.raises(StoreError, match="store write failed"):
             store.submit_feedback(FeedbackRecord("a", NOW, "sun")).result(10)
         assert not store.healthy() and "feedback" in store.error
@@ -112,8 +120,8 @@ def test_a_failed_commit_is_reported_never_acknowledged(db):
         store.close()
 
 
-def test_a_dead_writer_fails_waiters_and_refuses_more(db):
-    store = FeedbackStore(f"sqlite:///{db}")
+def test_a_dead_writer_fails_waiters_and_refuses_more(store_url):
+    store = FeedbackStore(store_url)
     store.submit_prediction(prediction("a")).result(10)
     store._proc.kill()
     store._proc.wait(10)
@@ -133,14 +141,15 @@ def test_personal_fields_are_hashed_or_dropped_before_storage(db, tmp_path):
     )
     store.submit_prediction(prediction("r1", wind=123456.789, temp_min=-98765.4321)).result(10)
     store.close()
-    stored = json.loads(query(db, "select features from predictions")[0][0])
+    stored = json.loads(store_rows(f"sqlite:///{db}", "select features from predictions")[0][0])
     assert stored == {"wind": hmac.new(key, b"123456.789", hashlib.sha256).hexdigest()}
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("fb.db*"))
     for value in (123456.789, -98765.4321):
         for form in (str(value).encode(), struct.pack(">d", value), struct.pack("<d", value)):
             assert form not in raw  # as text or as a binary REAL, in the db, WAL or shm file
-        for column in query(db, "select * from predictions")[0]:
-            assert str(value) not in str(column)
+        with sqlite3.connect(db) as conn:
+            for column in conn.execute("select * from predictions").fetchone():
+                assert str(value) not in str(column)
 
 
 def test_hashing_without_a_key_or_an_unknown_mode_refuses_to_start(db):
@@ -148,6 +157,37 @@ def test_hashing_without_a_key_or_an_unknown_mode_refuses_to_start(db):
         FeedbackStore(f"sqlite:///{db}", personal={"email": "hash"})
     with pytest.raises(StoreError, match=r"personal\.email: must be hash or drop"):
         FeedbackStore(f"sqlite:///{db}", personal={"email": "mask"})
+
+
+HIDE_PSYCOPG = (
+    "import sys; sys.modules['psycopg'] = None; sys.modules['psycopg2'] = None\n"
+    "from closedloop.cli import main; sys.argv = ['closedloop', *sys.argv[1:]]; main()\n"
+)
+
+
+def test_a_missing_postgres_driver_is_one_line_naming_the_extra(tmp_path):
+    """Without psycopg installed: not a ModuleNotFoundError traceback but the extra to add."""
+    for url in ("postgresql+psycopg://u:hunter2@127.0.0.1:1/db", "postgresql://u@127.0.0.1:1/db"):
+        proc = subprocess.run(
+            [sys.executable, "-c", HIDE_PSYCOPG, "export", "--store-url", url, "--no-dvc"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+        assert "closedloop[postgres]" in lines[0] and "hunter2" not in lines[0]
+
+
+def test_an_unreachable_database_is_a_store_error_without_the_password():
+    """Port 1 on loopback refuses connections: the store says so, never with the secret."""
+    with pytest.raises(StoreError) as failed:
+        FeedbackStore("postgresql+psycopg://closedloop:hunter2@127.0.0.1:1/feedback")
+    message = str(failed.value)
+    assert "hunter2" not in message and "\n" not in message
+    assert "127.0.0.1" in message  # the operator is told which database
 
 
 WRITER = """
@@ -164,9 +204,9 @@ for i in range(1_000_000):
 """
 
 
-def test_sigkill_loses_nothing_acknowledged(db):
+def test_sigkill_loses_nothing_acknowledged(store_url):
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, f"sqlite:///{db}"],
+        [sys.executable, "-c", WRITER, store_url],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -177,5 +217,5 @@ def test_sigkill_loses_nothing_acknowledged(db):
     proc.wait(10)
     acked += [line.strip() for line in proc.stdout]  # acknowledged before the kill landed
     time.sleep(1)  # the orphaned writer commits what it holds, then exits on EOF
-    stored = {r[0] for r in query(db, "select request_id from predictions")}
+    stored = {r[0] for r in store_rows(store_url, "select request_id from predictions")}
     assert set(acked) <= stored

@@ -27,6 +27,7 @@ class FeedbackInfo(Artefact):
     __pydantic_extra__: dict[str, int] = Field(init=False)
 
     production_from: Literal["dataset", "feedback"] | None = absent()
+    production_reason: str | None = absent()
     feedback_train_rows: int | None = absent()
     feedback_production_rows: int | None = absent()
     production_window: list[str] | None = absent()
@@ -42,6 +43,9 @@ class SnapshotSchema(Artefact):
     features: list[str]
     classes: list[str]
     splits: dict[str, SplitInfo]
-    feedback_files: list[str] = Field(description="exported partitions under data/")
+    feedback_files: list[str] = Field(description="exported partitions under data/feedback/")
+    feedback_ignored_files: list[str] = Field(
+        description="files under data/feedback/ not named by the exporter"
+    )
     feedback: FeedbackInfo
     data_hash: str = Field(description="hash of the splits' hashes: the snapshot's identity")

@@ -5,6 +5,13 @@
 model_version, event_time, prediction, probabilities, latency_ms, one ``x_<feature>`` column
 per feature) and ``part-feedback-...parquet`` (request_id, ts, label, action, source).
 
+Only files the exporter names so count (``feedback/date=YYYY-MM-DD/part-<kind>-<n>-<m>.parquet``);
+anything else under data/feedback/ is listed as ignored. A file that cannot be read as
+Parquet (truncated, empty, not Parquet at all) is quarantined whole, named, with the reason,
+and collect goes on with the rest. The exporter stamps each file with its export time: a
+row dated after it (its ``ts``, or its ``event_time``'s day) is quarantined. Feedback
+answers follow the one rule the server applies (closedloop.capture.rules).
+
 Two paths, one verdict. A file whose column types are the exporter's is checked in Arrow,
 vectorised; only the rows that fail go through pandera, which writes the reasons (and has
 the last word: a row pandera accepts is kept). A file with other types (written by hand or
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +39,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from closedloop.capture.rules import FeedbackRule
+
 PREDICTIONS = "part-predictions-"
 FEEDBACK = "part-feedback-"
-ACTIONS = ("accept", "correct", "reject")
+# What the exporter writes under data/feedback/, and nothing else counts as feedback.
+PART = re.compile(
+    r"date=(?P<date>\d{4}-\d{2}-\d{2})/part-(?P<kind>predictions|feedback)-"
+    r"(?P<first>\d+)-(?P<last>\d+)\.parquet"
+)
+WATERMARK = "_watermark.json"  # the exporter's record of what has moved
+EXPORTED_AT = b"closedloop.exported_at"  # Parquet metadata: when the exporter wrote the file
 FUTURE_TOLERANCE = pd.Timedelta(minutes=5)  # clock skew between servers and the exporter
 QUARANTINE_COLUMNS = ["kind", "file", "request_id", "reason", "record"]
 TS = pa.timestamp("us", tz="UTC")
@@ -47,10 +63,29 @@ class Feedback:
     labelled: pd.DataFrame
     quarantine: pd.DataFrame
     counts: dict = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)  # the partitions read
+    ignored: list[Path] = field(default_factory=list)  # anything else under data/feedback/
+
+
+def scan(data_dir: Path) -> tuple[dict[str, list[Path]], list[Path]]:
+    """The exporter's partitions under data/feedback/, by kind, and every other file there."""
+    root = Path(data_dir) / "feedback"
+    found: dict[str, list[Path]] = {"predictions": [], "feedback": []}
+    other = []
+    for path in sorted(root.rglob("*")) if root.is_dir() else []:
+        if path.is_dir() or path == root / WATERMARK:
+            continue
+        m = PART.fullmatch(path.relative_to(root).as_posix())
+        if m and int(m.group("first")) <= int(m.group("last")):
+            found[m.group("kind")].append(path)
+        else:
+            other.append(path)
+    return found, other
 
 
 def partitions(data_dir: Path, prefix: str) -> list[Path]:
-    return sorted(Path(data_dir).glob(f"feedback/date=*/{prefix}*.parquet"))
+    """The exporter's partitions of one kind (``PREDICTIONS`` or ``FEEDBACK``)."""
+    return scan(data_dir)[0][prefix.removeprefix("part-").rstrip("-")]
 
 
 # ---------------------------------------------------------------------- the rules
@@ -63,7 +98,21 @@ class _Rules:
 
     def __init__(self, now: pd.Timestamp):
         self.now = now
-        self.limit = pa.scalar((now + FUTURE_TOLERANCE).to_pydatetime(), type=TS)
+
+    def limit(self, schema: pa.Schema) -> tuple[pd.Timestamp, str]:
+        """The latest time a row of this file may carry, and what sets it.
+
+        The file's export time where the exporter stamped it (never later than now), else
+        now; plus the clock skew servers may have.
+        """
+        stamp = (schema.metadata or {}).get(EXPORTED_AT)
+        try:
+            exported = pd.Timestamp(stamp.decode()) if stamp else None
+        except ValueError:
+            exported = None
+        if exported is not None and exported.tzinfo is not None and exported <= self.now:
+            return exported + FUTURE_TOLERANCE, f"not after its export at {exported.isoformat()}"
+        return self.now + FUTURE_TOLERANCE, "not in the future"
 
     def exported(self, schema: pa.Schema) -> bool:
         """Whether a file has the exporter's column types (then the Arrow path applies)."""
@@ -71,23 +120,23 @@ class _Rules:
             _type_ok(schema.field(c).type, t) for c, t in self.columns.items() if c in schema.names
         )
 
-    def valid(self, t: pa.Table) -> np.ndarray:
+    def valid(self, t: pa.Table, limit: tuple) -> np.ndarray:
         raise NotImplementedError
 
-    def reasons(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    def reasons(self, raw: pd.DataFrame, limit: tuple) -> tuple[pd.DataFrame, pd.Series]:
         raise NotImplementedError
 
-    def _common(self, t: pa.Table) -> pa.ChunkedArray:
+    def _common(self, t: pa.Table, limit: tuple) -> pa.ChunkedArray:
         ids, ts = t["request_id"], pc.cast(t["ts"], TS, safe=False)
-        return pc.and_kleene(
-            pc.greater_equal(pc.utf8_length(ids), 1), pc.less_equal(ts, self.limit)
-        )
+        latest = pa.scalar(limit[0].to_pydatetime(), type=TS)
+        return pc.and_kleene(pc.greater_equal(pc.utf8_length(ids), 1), pc.less_equal(ts, latest))
 
-    def _base_schema(self) -> dict:
+    def _base_schema(self, limit: tuple) -> dict:
+        latest, why = limit
         return {
             "request_id": pdm.Column(str, pdm.Check.str_length(min_value=1), nullable=False),
             "ts": pdm.Column(
-                "datetime64[ns, UTC]", pdm.Check.le(self.now + FUTURE_TOLERANCE), nullable=False
+                "datetime64[ns, UTC]", pdm.Check(lambda ts: ts <= latest, name=why), nullable=False
             ),
         }
 
@@ -106,9 +155,21 @@ class _PredictionRules(_Rules):
             "prediction": STR,
             **dict.fromkeys(self.features, pa.float64()),
         }
-        self.schema = pdm.DataFrameSchema(
+
+    def schema(self, limit: tuple) -> pdm.DataFrameSchema:
+        last_day = _last_day(limit)
+        return pdm.DataFrameSchema(
             {
-                **self._base_schema(),
+                **self._base_schema(limit),
+                "event_time": pdm.Column(
+                    object,
+                    pdm.Check(
+                        lambda s: s.isna() | (s.str.slice(0, 10) <= last_day),
+                        name=f"a day on or before {last_day} ({limit[1]})",
+                    ),
+                    nullable=True,
+                    required=False,
+                ),
                 **{
                     f: pdm.Column(float, pdm.Check(np.isfinite, element_wise=False), nullable=False)
                     for f in self.features
@@ -116,60 +177,70 @@ class _PredictionRules(_Rules):
             }
         )
 
-    def valid(self, t: pa.Table) -> np.ndarray:
-        ok = self._common(t)
+    def valid(self, t: pa.Table, limit: tuple) -> np.ndarray:
+        ok = self._common(t, limit)
+        if "event_time" in t.column_names:  # its day, as the ISO text begins: cheap, vectorised
+            day = pc.utf8_slice_codeunits(pc.cast(t["event_time"], STR), 0, 10)
+            on_time = pc.less_equal(day, pa.scalar(_last_day(limit)))
+            ok = pc.and_kleene(ok, pc.or_kleene(pc.is_null(day), on_time))
         for f in self.features:
             ok = pc.and_kleene(ok, pc.is_finite(pc.cast(t[f], pa.float64())))
         return _mask(ok)
 
-    def reasons(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    def reasons(self, raw: pd.DataFrame, limit: tuple) -> tuple[pd.DataFrame, pd.Series]:
         df = raw.copy()
         df["request_id"] = _strings(df["request_id"])
         df["ts"] = _timestamps(df["ts"])
+        checked = list(self.required)
+        if "event_time" in df.columns:
+            df["event_time"] = df["event_time"].map(lambda v: None if pd.isna(v) else str(v))
+            checked.append("event_time")
         for f in self.features:
             df[f] = pd.to_numeric(df[f], errors="coerce").astype(float)
-        return df, _pandera_reasons(df[self.required], raw, self.schema)
+        return df, _pandera_reasons(df[checked], raw, self.schema(limit))
 
 
 class _FeedbackRules(_Rules):
     kind = "feedback"
 
-    def __init__(self, now: pd.Timestamp, classes: list[str]):
+    def __init__(self, now: pd.Timestamp, rule: FeedbackRule):
         super().__init__(now)
+        self.rule = rule
         self.required = ["request_id", "ts", "label"]
         self.columns = {"request_id": STR, "ts": TS, "label": STR, "action": STR, "source": STR}
-        self.classes = pa.array(classes, STR)
-        self.schema = pdm.DataFrameSchema(
-            {
-                **self._base_schema(),
-                "label": pdm.Column(str, pdm.Check.isin(classes), nullable=True),
-                "action": pdm.Column(str, pdm.Check.isin(ACTIONS), nullable=True),
-            }
-        )
 
-    def valid(self, t: pa.Table) -> np.ndarray:
+    def valid(self, t: pa.Table, limit: tuple) -> np.ndarray:
         label = pc.cast(t["label"], STR)
         action = pc.cast(t["action"], STR) if "action" in t.column_names else None
         if action is None:
             action = pa.nulls(t.num_rows, STR)
-        label_ok = pc.or_(pc.is_null(label), pc.is_in(label, value_set=self.classes))
-        action_ok = pc.or_(pc.is_null(action), pc.is_in(action, value_set=pa.array(ACTIONS)))
-        has_label = pc.or_(pc.is_valid(label), pc.fill_null(pc.equal(action, "accept"), False))
-        return _mask(
-            pc.and_kleene(pc.and_kleene(self._common(t), label_ok), pc.and_(action_ok, has_label))
-        )
+        return _mask(pc.and_kleene(self._common(t, limit), self.rule.valid(label, action)))
 
-    def reasons(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    def reasons(self, raw: pd.DataFrame, limit: tuple) -> tuple[pd.DataFrame, pd.Series]:
         df = raw.copy()
         df["request_id"] = _strings(df["request_id"])
         df["ts"] = _timestamps(df["ts"])
         df["label"] = df["label"].where(df["label"].isna(), df["label"].astype(str))
         df["action"] = df.get("action", pd.Series(None, index=df.index, dtype=object))
         df["source"] = df.get("source", pd.Series("unknown", index=df.index, dtype=object))
-        reasons = _pandera_reasons(df[["request_id", "ts", "label", "action"]], raw, self.schema)
-        no_label = (reasons == "") & df["label"].isna() & (df["action"] != "accept")
-        reasons[no_label] = "label: missing (only an 'accept' action may omit it)"
+        schema = pdm.DataFrameSchema(self._base_schema(limit))
+        reasons = _pandera_reasons(df[["request_id", "ts"]], raw, schema)
+        answers = zip(df["label"].map(_value), df["action"].map(_value), strict=True)
+        problems = [self.rule.problem(label, action) or "" for label, action in answers]
+        joined = [r for r in zip(reasons.to_numpy(), problems, strict=True)]
+        reasons[:] = ["; ".join(filter(None, pair)) for pair in joined]
         return df, reasons
+
+
+def _value(v):
+    """A cell as the rule sees it: None for any missing value."""
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+
+
+def _last_day(limit: tuple) -> str:
+    """The latest day an event_time may begin with: the limit's UTC day plus one (a local
+    date can run up to a day ahead of UTC)."""
+    return (limit[0] + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
 
 
 def _type_ok(actual: pa.DataType, wanted: pa.DataType) -> bool:
@@ -225,37 +296,64 @@ class _Reader:
         self.rules, self.files = rules, files
         self.rows_in = 0
         self.rejected: list[pd.DataFrame] = []
+        self.unreadable: list[pd.DataFrame] = []  # whole files, one row each
 
     def read(self) -> pa.Table:
-        kept = [self._file(i, path) for i, path in enumerate(self.files)]
+        kept = [self._guarded(i, path) for i, path in enumerate(self.files)]
         kept = [t for t in kept if t is not None]
         return pa.concat_tables(kept) if kept else self._empty()
 
+    def _guarded(self, index: int, path: Path) -> pa.Table | None:
+        """One file; if it cannot be read or used, quarantine it whole and go on."""
+        rows_in, rejected = self.rows_in, len(self.rejected)
+        try:
+            return self._file(index, path)
+        except (pa.ArrowException, OSError) as e:
+            self.rows_in, self.rejected[rejected:] = rows_in, []  # nothing of it counts
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            size = path.stat().st_size if path.exists() else 0
+            self.unreadable.append(
+                pd.DataFrame(
+                    {
+                        "kind": ["file"],
+                        "file": [str(path)],
+                        "request_id": [None],
+                        "reason": [f"unreadable {self.rules.kind} partition: {why}"],
+                        "record": [json.dumps({"bytes": size})],
+                    },
+                    columns=QUARANTINE_COLUMNS,
+                )
+            )
+            return None
+
     def _file(self, index: int, path: Path) -> pa.Table | None:
         schema = pq.read_schema(path)
+        limit = self.rules.limit(schema)
         missing = [c for c in self.rules.required if c not in schema.names]
         if missing or not self.rules.exported(schema):
             table = pq.read_table(path)
-            self.rows_in += table.num_rows
             if missing:
+                self.rows_in += table.num_rows
                 everything = np.arange(table.num_rows)
                 self._reject(path, table, everything, f"missing column(s) {missing}")
                 return None
             raw = table.to_pandas()
-            df, reasons = self.rules.reasons(raw)
+            df, reasons = self.rules.reasons(raw, limit)
             good = (reasons == "").to_numpy()
+            kept = self._canonical(df[good], index, np.flatnonzero(good))
+            self.rows_in += table.num_rows
             self._reject(path, table, np.arange(table.num_rows), reasons.to_numpy())
-            return self._canonical(df[good], index, np.flatnonzero(good))
+            return kept
         # The exporter's types: read only collect's columns and check them in Arrow.
         table = pq.read_table(path, columns=[c for c in self.rules.columns if c in schema.names])
-        self.rows_in += table.num_rows
-        keep = self.rules.valid(table)
+        keep = self.rules.valid(table, limit)
         bad = np.flatnonzero(~keep)
         if len(bad):
-            whole = pq.read_table(path)
-            _, reasons = self.rules.reasons(whole.take(bad).to_pandas())
+            whole = _whole(path, self.rules.columns)
+            _, reasons = self.rules.reasons(whole.take(bad).to_pandas(), limit)
             keep[bad[(reasons == "").to_numpy()]] = True  # pandera has the last word
             self._reject(path, whole, bad, reasons.to_numpy())
+        self.rows_in += table.num_rows
         return self._canonical(table.filter(keep), index, np.flatnonzero(keep))
 
     def _canonical(self, rows, index: int, positions: np.ndarray) -> pa.Table:
@@ -295,9 +393,20 @@ class _Reader:
         for f in np.unique(files):
             mine = files == f
             path = self.files[f]
+            whole = _whole(path, self.rules.columns)
             self.rejected.append(
-                _quarantine(self.rules.kind, path, pq.read_table(path), rows[mine], reasons[mine])
+                _quarantine(self.rules.kind, path, whole, rows[mine], reasons[mine])
             )
+
+
+def _whole(path: Path, columns) -> pa.Table:
+    """Every column of a file, for quarantined raw records; only collect's columns when the
+    others cannot be read (a damaged column collect does not use)."""
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError):
+        names = pq.read_schema(path).names
+        return pq.read_table(path, columns=[c for c in columns if c in names])
 
 
 def _quarantine(kind: str, path: Path, table: pa.Table, rows: np.ndarray, reasons) -> pd.DataFrame:
@@ -358,8 +467,10 @@ def load(
 ) -> Feedback:
     """Join predictions with their latest feedback into labelled rows in snapshot form."""
     now = now or pd.Timestamp(dt.datetime.now(dt.timezone.utc))
-    p_reader = _Reader(_PredictionRules(now, features), partitions(data_dir, PREDICTIONS))
-    f_reader = _Reader(_FeedbackRules(now, classes), partitions(data_dir, FEEDBACK))
+    rule = FeedbackRule(classes)
+    found, ignored = scan(data_dir)
+    p_reader = _Reader(_PredictionRules(now, features), found["predictions"])
+    f_reader = _Reader(_FeedbackRules(now, rule), found["feedback"])
 
     # Predictions: the first of each request id (by time, then file) wins.
     preds = p_reader.read()
@@ -398,33 +509,43 @@ def load(
     latest = newest_first[_first_of_each(_codes(fb["request_id"].take(newest_first)))]
     latest = latest[np.argsort(position.to_numpy(zero_copy_only=False)[latest], kind="stable")]
     joined = answered.take(position.take(latest))
-    labelled = _labelled(joined, fb.take(latest), ds, features, classes)
+    labelled = _labelled(joined, fb.take(latest), ds, features, classes, rule)
 
     rejected = [r for r in p_reader.rejected + f_reader.rejected if len(r)]
+    unreadable = p_reader.unreadable + f_reader.unreadable
     quarantine = (
-        pd.concat(rejected, ignore_index=True)
-        if rejected
+        pd.concat(rejected + unreadable, ignore_index=True)
+        if rejected or unreadable
         else pd.DataFrame(columns=QUARANTINE_COLUMNS)
     )
+    rows_rejected = sum(map(len, rejected))
     counts = {
         "predictions_in": p_reader.rows_in,
         "predictions_kept": preds.num_rows,
         "feedback_in": f_reader.rows_in,
         "feedback_kept": fb.num_rows,
-        "quarantined": len(quarantine),
+        "quarantined": rows_rejected,
+        "files_quarantined": len(unreadable),
+        "files_ignored": len(ignored),
         "labelled_rows": len(labelled),
     }
-    kept_plus_rejected = counts["predictions_kept"] + counts["feedback_kept"] + len(quarantine)
+    kept_plus_rejected = counts["predictions_kept"] + counts["feedback_kept"] + rows_rejected
     if kept_plus_rejected != counts["predictions_in"] + counts["feedback_in"]:
         raise AssertionError(f"feedback rows lost: {counts}")  # a bug here, never bad data
-    return Feedback(labelled, quarantine, counts)
+    files = p_reader.files + f_reader.files
+    return Feedback(labelled, quarantine, counts, sorted(files), ignored)
 
 
 def _labelled(
-    joined: pa.Table, answer: pa.Table, ds: dict, features: list[str], classes: list[str]
+    joined: pa.Table,
+    answer: pa.Table,
+    ds: dict,
+    features: list[str],
+    classes: list[str],
+    rule: FeedbackRule,
 ) -> pd.DataFrame:
-    """Labelled rows in snapshot form: the label fed back, or the accepted prediction."""
-    label = pc.coalesce(answer["label"], joined["prediction"]).to_pandas()
+    """Labelled rows in snapshot form: the label each latest answer gives (the rule's)."""
+    label = rule.given(answer["label"], answer["action"], joined["prediction"]).to_pandas()
     ts = joined["ts"].to_pandas()
     when = pd.to_datetime(
         joined["event_time"].to_pandas(), errors="coerce", utc=True, format="ISO8601"
@@ -435,5 +556,6 @@ def _labelled(
     labelled["_when"] = when.dt.tz_localize(None).astype("datetime64[ns]").to_numpy()
     source = answer["source"].to_pandas().fillna("unknown").astype(str)
     labelled["origin"] = ("feedback:" + source).to_numpy()
-    labelled = labelled[labelled[ds["target"]].isin(classes)]  # accepted unknown predictions
+    # No label (a reject without one), or an accepted prediction the dataset does not know.
+    labelled = labelled[labelled[ds["target"]].isin(classes)]
     return labelled.sort_values("_when", kind="stable").reset_index(drop=True)

@@ -25,6 +25,9 @@ serving process is killed, the writer still commits what it had received, then e
 
 Privacy: feature values named in ``personal`` are replaced by HMAC-SHA256 hex ("hash") or
 removed ("drop") in the caller, before the record leaves the calling thread.
+
+Secrets: a store URL's password never reaches a message (``redact``); a database that is
+down or a driver that is missing is a ``StoreError`` of one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -40,9 +43,7 @@ import json
 import logging
 import marshal
 import os
-import select as io_select
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -50,6 +51,7 @@ import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +69,14 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
+from closedloop.capture.rules import ACTIONS
 from closedloop.errors import StoreError
 
 log = logging.getLogger("closedloop.store")
 
-ACTIONS = ("accept", "correct", "reject")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -157,15 +159,72 @@ def store_id(engine: Engine) -> str:
     return found
 
 
-def open_engine(url: str, create: bool = True) -> Engine:
-    """An engine for ``url``; SQLite files get WAL, synchronous=FULL and a busy timeout."""
-    engine = create_engine(url)
+POSTGRES_EXTRA = "pip install 'closedloop[postgres]'"  # psycopg, the driver closedloop ships
+
+
+def redact(url: str | URL) -> str:
+    """A store URL fit for a message: the password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<a store URL that does not parse>"
+
+
+def database_error(e: BaseException, url: str | URL) -> StoreError:
+    """A database failure as one line naming the store, with no password in it."""
+    orig = getattr(e, "orig", None) or e
+    text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    return StoreError(f"store {redact(url)}: {text[:300]}")
+
+
+def _parse(url: str | URL) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            f"store URL {redact(url)}: not a database URL "
+            "(e.g. sqlite:///feedback.db or postgresql+psycopg://user@host/db)"
+        ) from None
+    # A bare postgresql:// means psycopg2 to SQLAlchemy; the postgres extra ships psycopg 3.
+    return (
+        parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed
+    )
+
+
+def open_engine(url: str | URL, create: bool = True) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, synchronous=FULL and a busy timeout.
+
+    With ``create`` the tables are made (and the database reached) at once: a database that
+    is down, a missing driver or a bad URL is a StoreError of one line.
+    """
+    parsed = _parse(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": 10}  # a dead host fails, never hangs
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except ImportError as e:
+        hint = POSTGRES_EXTRA if parsed.get_backend_name() == "postgresql" else "install it"
+        raise StoreError(
+            f"store {redact(parsed)}: its database driver is not installed ({e.name or e}): {hint}"
+        ) from None
+    except NoSuchModuleError:
+        raise StoreError(
+            f"store {redact(parsed)}: unknown database {parsed.drivername!r} "
+            "(e.g. sqlite:///feedback.db or postgresql+psycopg://user@host/db)"
+        ) from None
     if engine.dialect.name == "sqlite":
         database = engine.url.database
         if database and database != ":memory:":
             path = Path(database)
             if not create and not path.exists():
-                raise StoreError(f"store {url}: {path} does not exist")
+                raise StoreError(f"store {redact(parsed)}: {path} does not exist")
             path.parent.mkdir(parents=True, exist_ok=True)
 
         @event.listens_for(engine, "connect")
@@ -177,8 +236,12 @@ def open_engine(url: str, create: bool = True) -> Engine:
             cur.close()
 
     if create:
-        metadata.create_all(engine)
-        store_id(engine)
+        try:
+            metadata.create_all(engine)
+            store_id(engine)
+        except SQLAlchemyError as e:
+            engine.dispose()
+            raise database_error(e, parsed) from None
     return engine
 
 
@@ -209,47 +272,29 @@ def to_micros(ts: dt.datetime) -> int:
 
 
 # ------------------------------------------------------------------ wire format
-# Caller -> writer: one frame of entries (ticket, kind, row, waited) per hand-over; EOF = stop.
-# Writer -> caller: ("ready",), ("ok", last) = every ticket <= last not failed is committed,
-# ("err", first, last, message) = tickets first..last are not stored.
+# Two pipes, framed by multiprocessing.connection (send_bytes/recv_bytes: a length header and
+# the bytes, one write for a small message); the payloads are marshal'd tuples of plain values.
+# Measured against the hand-written framing it replaced: about 4 us more caller CPU per
+# record (73 vs 69), under half a percent of a served request.
+# Caller -> writer: a config dict, then one message of entries (ticket, kind, row, waited) per
+# hand-over; EOF = stop. Writer -> caller: ("ready",) or ("failed", why) once, then
+# ("ok", last) = every ticket <= last not failed is committed, ("err", first, last, message) =
+# tickets first..last are not stored.
 COLUMNS = {
     kind: tuple(c.name for c in table.columns if c.name != "seq")
     for kind, table in (("p", PREDICTIONS), ("f", FEEDBACK))
 }
 TABLES = {"p": PREDICTIONS, "f": FEEDBACK}
-_FRAME = struct.Struct("<I")
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # src/, for a writer started outside an install
 
 
-def _frame(obj: Any) -> bytes:
-    data = marshal.dumps(obj)
-    return _FRAME.pack(len(data)) + data
+def _send(conn: Connection, obj: Any) -> None:
+    conn.send_bytes(marshal.dumps(obj))
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-class _Frames:
-    """Reassembles length-prefixed frames from the bytes a pipe delivers."""
-
-    def __init__(self):
-        self.buffer = bytearray()
-
-    def feed(self, data: bytes) -> list:
-        self.buffer += data
-        out, pos = [], 0
-        while len(self.buffer) - pos >= _FRAME.size:
-            (n,) = _FRAME.unpack_from(self.buffer, pos)
-            if len(self.buffer) - pos - _FRAME.size < n:
-                break
-            start = pos + _FRAME.size
-            out.append(marshal.loads(bytes(self.buffer[start : start + n])))
-            pos = start + n
-        del self.buffer[:pos]
-        return out
+def _recv(conn: Connection) -> Any:
+    """The next message; EOFError once the other side has closed its end."""
+    return marshal.loads(conn.recv_bytes())
 
 
 # -------------------------------------------------------------------------- store
@@ -275,21 +320,20 @@ class FeedbackStore:
                 f"personal field(s) {hashed} are marked hash but no hash key was given"
             )
         self._key = hash_key
+        self.url = redact(url)  # for logs and messages
         self.engine = open_engine(url)  # creates the tables; also serves has_prediction
-        self.url = self.engine.url.render_as_string(hide_password=True)  # for logs
         self._capacity = batch_size * 64  # records in flight at most: beyond, StoreError (503)
         self._lock = threading.Lock()
         self._next = 0  # last ticket handed to the writer
         self._acked = 0  # last ticket the writer has answered for
         self._waiters: collections.deque = collections.deque()  # (ticket, future, loop)
         self._gathering: dict[asyncio.AbstractEventLoop, list] = {}
-        self._frames = _Frames()
         self._reader_thread: threading.Thread | None = None
         self._reader_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._gone: str | None = None  # why the writer is no longer there
         self._error: str | None = None
-        self._out, self._in, self._proc = self._start_writer(url, batch_size, flush_interval_ms)
+        self._tx, self._rx, self._proc = self._start_writer(url, batch_size, flush_interval_ms)
 
     # ------------------------------------------------------------------ public API
     def log_prediction(self, record: PredictionRecord) -> None:
@@ -339,7 +383,7 @@ class FeedbackStore:
             if self._closed:
                 return
             self._closed = True
-        os.close(self._out)  # EOF: the writer commits what it has, answers, and exits
+        self._tx.close()  # EOF: the writer commits what it has, answers, and exits
         self._stop_loop_reader()
         if self._reader_thread is not None:
             self._reader_thread.join(timeout)
@@ -349,7 +393,7 @@ class FeedbackStore:
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self._proc.kill()
-        os.close(self._in)
+        self._rx.close()
         self.engine.dispose()
 
     def healthy(self) -> bool:
@@ -367,10 +411,26 @@ class FeedbackStore:
         return self._gone or self._error
 
     def has_prediction(self, request_id: str) -> bool:
-        """Whether a prediction with this id is committed (feedback must refer to one)."""
+        """Whether a prediction with this id is committed (feedback must refer to one).
+
+        StoreError when the database cannot be asked: the server's 503, never a 500.
+        """
         stmt = select(PREDICTIONS.c.seq).where(PREDICTIONS.c.request_id == request_id).limit(1)
-        with self.engine.connect() as conn:
-            return conn.execute(stmt).first() is not None
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(stmt).first() is not None
+        except SQLAlchemyError as e:
+            raise database_error(e, self.engine.url) from None
+
+    def ping(self) -> bool:
+        """Whether the database answers now (the health check asks it, not only the writer)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as e:
+            log.error("%s", database_error(e, self.engine.url))
+            return False
+        return True
 
     # ------------------------------------------------------------ the caller's side
     def _prediction_row(self, r: PredictionRecord) -> tuple:
@@ -443,7 +503,7 @@ class FeedbackStore:
                     loop = future.get_loop() if isinstance(future, asyncio.Future) else None
                     self._waiters.append((self._next, future, loop))
             try:
-                _write_all(self._out, _frame(wire))
+                _send(self._tx, wire)
             except OSError as e:
                 self._gone = f"store writer is gone ({e.strerror or e})"
                 raise StoreError(self._gone) from None
@@ -461,11 +521,12 @@ class FeedbackStore:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if left == 0.0:
                 return
-            io_select.select([self._in], [], [], left)
-            self._read_ready()
+            if self._rx.poll(left):
+                self._read_ready()
 
     # ---------------------------------------------------------- acknowledgements
     def _start_writer(self, url: str, batch_size: int, flush_interval_ms: int):
+        """Start the writer process; the URL (with its password) goes over the pipe, not argv."""
         to_writer_r, to_writer_w = os.pipe()
         from_writer_r, from_writer_w = os.pipe()
         env = dict(os.environ)
@@ -486,33 +547,29 @@ class FeedbackStore:
         )
         os.close(to_writer_r)
         os.close(from_writer_w)
+        tx = Connection(to_writer_w, readable=False)
+        rx = Connection(from_writer_r, writable=False)
         config = {"url": url, "batch_size": batch_size, "flush_interval": flush_interval_ms / 1000}
         try:
-            _write_all(to_writer_w, _frame(config))
-            ready = self._read_one(from_writer_r)
-        except OSError:
-            ready = None
+            _send(tx, config)
+            ready = _recv(rx)
+        except (OSError, EOFError):
+            ready = ("failed", f"exit code {proc.wait()}")
         if ready != ("ready",):
             proc.kill()
-            os.close(to_writer_w)
-            os.close(from_writer_r)
-            raise StoreError(f"store writer for {self.url} did not start (exit code {proc.wait()})")
-        return to_writer_w, from_writer_r, proc
-
-    def _read_one(self, fd: int):
-        while True:
-            data = os.read(fd, 1 << 16)
-            if not data:
-                return None
-            frames = self._frames.feed(data)
-            if frames:
-                return frames[0]
+            tx.close()
+            rx.close()
+            raise StoreError(f"store writer for {self.url} did not start: {ready[-1]}")
+        return tx, rx, proc
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Let this event loop read the acknowledgements: no thread has to wake it."""
+        """Let this event loop read the acknowledgements: no thread has to wake it.
+
+        The pipe stays blocking: the loop is called only when a message has arrived, and
+        the writer sends each acknowledgement (a few bytes) in one write.
+        """
         self._reader_loop = loop
-        os.set_blocking(self._in, False)
-        loop.add_reader(self._in, self._read_ready)
+        loop.add_reader(self._rx.fileno(), self._read_ready)
 
     def _start_reader_thread(self) -> None:
         with self._lock:
@@ -524,20 +581,26 @@ class FeedbackStore:
             self._reader_thread.start()
 
     def _read_ready(self) -> None:
+        """Read every acknowledgement that has arrived, without waiting for more."""
+        messages = []
         try:
-            data = os.read(self._in, 1 << 16)
-        except BlockingIOError:
-            return
-        if data:
-            self._acknowledge(self._frames.feed(data))
-        else:
-            self._reader_loop.remove_reader(self._in)
+            while self._rx.poll():
+                messages.append(_recv(self._rx))
+        except (EOFError, OSError):
+            self._acknowledge(messages)
+            if self._reader_loop is not None:
+                self._reader_loop.remove_reader(self._rx.fileno())
             self._writer_gone()
+            return
+        self._acknowledge(messages)
 
     def _read_until_eof(self) -> None:
-        os.set_blocking(self._in, True)
-        while data := os.read(self._in, 1 << 16):
-            self._acknowledge(self._frames.feed(data))
+        while True:
+            try:
+                message = _recv(self._rx)
+            except (EOFError, OSError):
+                break
+            self._acknowledge([message])
         self._writer_gone()
 
     def _stop_loop_reader(self) -> None:
@@ -549,11 +612,12 @@ class FeedbackStore:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
+        fd = self._rx.fileno()
         if running is loop or not loop.is_running():
-            loop.remove_reader(self._in)
+            loop.remove_reader(fd)
         else:
             done = threading.Event()
-            loop.call_soon_threadsafe(lambda: (loop.remove_reader(self._in), done.set()))
+            loop.call_soon_threadsafe(lambda: (loop.remove_reader(fd), done.set()))
             done.wait(10)
 
     def _writer_gone(self) -> None:
@@ -620,25 +684,27 @@ def _writer_main(in_fd: int, out_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGTERM go to the server, which
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # closes the pipe: then commit and exit
     logging.basicConfig(level=logging.WARNING, format="store writer: %(message)s")
-    frames = _Frames()
-    config = None
-    while config is None:
-        data = os.read(in_fd, 1 << 16)
-        if not data:
-            return
-        got = frames.feed(data)
-        config = got[0] if got else None
-    engine = open_engine(config["url"], create=False)
-    writer = _Writer(engine, out_fd)
-    _write_all(out_fd, _frame(("ready",)))
+    rx = Connection(in_fd, writable=False)
+    tx = Connection(out_fd, readable=False)
+    try:
+        config = _recv(rx)
+    except EOFError:
+        return
+    try:
+        engine = open_engine(config["url"], create=False)
+    except StoreError as e:  # one line back to the caller, not a traceback on its stderr
+        _send(tx, ("failed", str(e)))
+        return
+    writer = _Writer(engine, tx)
+    _send(tx, ("ready",))
     inbox = _Inbox(config["batch_size"], config["flush_interval"])
-    for entries in frames.feed(b""):
-        inbox.put(entries)
 
     def read() -> None:
-        while data := os.read(in_fd, 1 << 20):
-            for entries in frames.feed(data):
-                inbox.put(entries)
+        while True:
+            try:
+                inbox.put(_recv(rx))
+            except (EOFError, OSError):
+                break
         inbox.close()
 
     threading.Thread(target=read, name="inbox", daemon=True).start()
@@ -688,8 +754,8 @@ class _Inbox:
 
 
 class _Writer:
-    def __init__(self, engine: Engine, out_fd: int):
-        self.engine, self.out = engine, out_fd
+    def __init__(self, engine: Engine, out: Connection):
+        self.engine, self.out = engine, out
         self.conn = None  # reopened after a failure
 
     def write(self, batch: list) -> None:
@@ -705,10 +771,10 @@ class _Writer:
                 except IntegrityError:
                     self._answer(("err", ticket, ticket, f"request_id {row[0]!r} already logged"))
                 except Exception as e:
-                    self._answer(("err", ticket, ticket, _failure(e)))
+                    self._answer(("err", ticket, ticket, self._failure(e)))
         except Exception as e:
-            log.error("%s (%d record(s) not stored)", _failure(e), len(records))
-            self._answer(("err", first, last, _failure(e)))
+            log.error("%s (%d record(s) not stored)", self._failure(e), len(records))
+            self._answer(("err", first, last, self._failure(e)))
             return
         self._answer(("ok", last))
 
@@ -739,14 +805,14 @@ class _Writer:
         params = tuple(values[n] for n in names) if positional else values
         self.conn.exec_driver_sql(sql, params)
 
+    def _failure(self, e: Exception) -> str:
+        """One line saying why a write failed, without the store's password."""
+        text = str(database_error(e, self.engine.url)).split(": ", 1)[1]
+        return f"store write failed: {text}"
+
     def _answer(self, message: tuple) -> None:
         with contextlib.suppress(OSError):  # the caller is gone: the commit still stands
-            _write_all(self.out, _frame(message))
-
-
-def _failure(e: Exception) -> str:
-    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return f"store write failed: {first_line[:300]}"
+            _send(self.out, message)
 
 
 def _json(obj: Any) -> str:
@@ -783,6 +849,9 @@ class NullStore:
         return False
 
     def healthy(self) -> bool:
+        return True
+
+    def ping(self) -> bool:
         return True
 
     def close(self) -> None:

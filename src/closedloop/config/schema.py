@@ -146,6 +146,7 @@ class SplitConfig(Strict):
 class FeedbackConfig(Strict):
     enabled: bool
     eval_days: PositiveInt
+    min_rows: PositiveInt | None  # null: gates.min_samples
 
 
 class DatasetConfig(Strict):
@@ -294,6 +295,15 @@ class PrivacyConfig(Strict):
     key_env: str
 
 
+class AuthConfig(Strict):
+    tokens_env: Annotated[str, Field(pattern=r"\S")]  # must name an environment variable
+
+
+class EventTimeConfig(Strict):
+    max_age_days: PositiveInt
+    clock_skew_seconds: int = Field(ge=0)
+
+
 class ServeConfig(Strict):
     name: str
     host: str
@@ -303,6 +313,8 @@ class ServeConfig(Strict):
     flush_interval_ms: PositiveInt
     max_body_bytes: Annotated[int, Field(ge=256)]
     privacy: PrivacyConfig
+    auth: AuthConfig
+    event_time: EventTimeConfig
 
 
 # ------------------------------------------------------------------------ numerics

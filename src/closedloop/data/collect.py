@@ -1,9 +1,15 @@
 """Stage `collect`: materialise a validated dataset snapshot with the declared splits.
 
-Reads params `seed`, `dataset` and `allowed_targets`, the table ``dataset.source`` returns,
-and the feedback landing zone `data/feedback/`. Writes
+Reads params `seed`, `dataset`, `allowed_targets` and `gates.min_samples`, the table
+``dataset.source`` returns, and the feedback landing zone `data/feedback/`. Writes
 artifacts/snapshot/{train,val,production}.parquet and schema.json, and
-reports/quarantine.parquet: every feedback row that failed validation, with its reason.
+reports/quarantine.parquet: every feedback row (or unreadable file) that failed validation,
+with its reason.
+
+The production window comes from feedback only when it holds enough labelled rows to judge
+on (``dataset.feedback.min_rows``, by default ``gates.min_samples``): a handful of rows dated
+after the rest cannot become the window on their own. schema.json says where the window
+came from and why.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from closedloop.artefacts.snapshot import SnapshotSchema
@@ -23,6 +30,7 @@ from closedloop.data.snapshot import (
     split_frame,
     validate_frame,
 )
+from closedloop.errors import DataError
 from closedloop.io import atomic_dir, atomic_path
 from closedloop.paths import DATA_DIR, QUARANTINE, SCHEMA, SNAPSHOT_DIR
 
@@ -40,19 +48,25 @@ def collect(
         c for c in [*features, ds["target"], ds["time_column"]] if c and c not in raw.columns
     ]
     if missing:
-        from closedloop.errors import DataError
-
         raise DataError(
             f"conf/dataset/{ds['name']}.yaml: column(s) {missing} not in what dataset.source "
             f"({ds['source']['_target_']}) returned "
             f"(it has: {', '.join(map(str, raw.columns))})"
+        )
+    personal_features = sorted(set(ds.get("personal") or {}) & set(features))
+    if personal_features:
+        raise DataError(
+            f"conf/dataset/{ds['name']}.yaml: dataset.personal.{personal_features[0]}: "
+            "is a model feature; hashing or dropping it leaves the model nothing to learn from "
+            "(list only fields that are not features)"
         )
     frame = validate_frame(raw, frame_schema(ds, features, classes), f"dataset {ds['name']}")
     frame["origin"] = "dataset"
     splits = split_frame(frame, ds, params["seed"])
     keep = [*([ds["time_column"]] if ds["time_column"] else []), *features, ds["target"], "origin"]
     fb = feedback.load(data_dir, ds, features, classes) if ds["feedback"]["enabled"] else None
-    windows = join_feedback(splits, fb, ds) if fb is not None else {}
+    min_rows = ds["feedback"].get("min_rows") or params["gates"]["min_samples"]
+    windows = join_feedback(splits, fb, ds, min_rows) if fb is not None else {}
 
     record = {
         "dataset": ds["name"],
@@ -62,9 +76,8 @@ def collect(
         "features": features,
         "classes": classes,
         "splits": {},
-        "feedback_files": sorted(  # exported feedback only, not a user's tables in data/raw/
-            str(p.relative_to(data_dir)) for p in (Path(data_dir) / "feedback").rglob("*.parquet")
-        ),
+        "feedback_files": _relative(fb.files if fb is not None else [], data_dir),
+        "feedback_ignored_files": _relative(fb.ignored if fb is not None else [], data_dir),
         "feedback": {**(fb.counts if fb is not None else {}), **windows},
     }
     with atomic_dir(out_dir) as tmp:
@@ -88,25 +101,62 @@ def collect(
         log.info("collect: %s %d rows", name, s.rows)
     if fb is not None:
         log.info("collect: feedback %s", fb.counts)
+        log.info("collect: production window %s", windows["production_reason"])
     return schema
 
 
-def join_feedback(splits: dict[str, pd.DataFrame], fb: feedback.Feedback, ds: dict) -> dict:
-    """Older labelled feedback joins train; the newest `eval_days` replace the production window."""
+def _relative(paths: list[Path], data_dir: Path) -> list[str]:
+    return sorted(Path(p).relative_to(data_dir).as_posix() for p in paths)
+
+
+def join_feedback(
+    splits: dict[str, pd.DataFrame], fb: feedback.Feedback, ds: dict, min_rows: int
+) -> dict:
+    """The newest `eval_days` of labelled feedback that hold at least `min_rows` rows replace
+    the production window; older feedback joins train, newer rows wait (too few to judge on).
+
+    Without such a window the dataset keeps its own and no feedback is used: feedback joining
+    train could overlap the dataset's production window in time.
+    """
     rows = fb.labelled
-    if rows.empty:
-        return {"production_from": "dataset"}
-    cutoff = rows["_when"].max() - pd.Timedelta(days=ds["feedback"]["eval_days"])
+    days = ds["feedback"]["eval_days"]
+    span = pd.Timedelta(days=days)
+    when = rows["_when"].to_numpy()  # sorted
+    # For each row as a window's last, how many rows lie in the eval_days up to it.
+    in_window = np.arange(1, len(when) + 1) - np.searchsorted(when, when - span, side="right")
+    enough = np.flatnonzero(in_window >= min_rows)
+    if not len(enough):
+        return {
+            "production_from": "dataset",
+            "feedback_held_rows": len(rows),
+            "production_reason": (
+                f"the dataset's: {len(rows)} labelled feedback row(s), and no {days}-day window "
+                f"holds the {min_rows} a production window needs "
+                "(dataset.feedback.min_rows, else gates.min_samples)"
+            ),
+        }
+    end = pd.Timestamp(when[enough[-1]])
     if ds["time_column"]:
         rows = rows.assign(**{ds["time_column"]: rows["_when"].dt.normalize()})
-    older, newer = rows[rows["_when"] <= cutoff], rows[rows["_when"] > cutoff]
+    older = rows[rows["_when"] <= end - span]
+    window = rows[(rows["_when"] > end - span) & (rows["_when"] <= end)]
+    held = rows[rows["_when"] > end]
     splits["train"] = pd.concat([splits["train"], older.drop(columns="_when")], ignore_index=True)
-    splits["production"] = newer.drop(columns="_when").reset_index(drop=True)
+    splits["production"] = window.drop(columns="_when").reset_index(drop=True)
+    first, last = str(window["_when"].min().date()), str(end.date())
+    reason = f"feedback: the newest {days} days holding at least {min_rows} labelled rows"
+    if len(held):
+        reason += (
+            f"; {len(held)} newer row(s) ({held['_when'].min().date()}.."
+            f"{held['_when'].max().date()}) are too few for a window of their own and wait"
+        )
     return {
         "production_from": "feedback",
         "feedback_train_rows": len(older),
-        "feedback_production_rows": len(newer),
-        "production_window": [str(newer["_when"].min().date()), str(newer["_when"].max().date())],
+        "feedback_production_rows": len(window),
+        "feedback_held_rows": len(held),
+        "production_window": [first, last],
+        "production_reason": reason,
     }
 
 

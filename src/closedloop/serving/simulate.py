@@ -7,7 +7,7 @@ it was wrong, source "simulator"). Bounded: at most --limit requests and --max-s
 
     closedloop simulate [--url http://127.0.0.1:8000] [--rate 200] [--limit N]
         [--concurrency 16] [--feedback-coverage 0.5] [--feedback-delay 0.0]
-        [--start 2014-01-01 --end 2014-12-31] [--seed 0] [--max-seconds 600]
+        [--start 2014-01-01 --end 2014-12-31] [--seed 0] [--max-seconds 600] [--token T]
 """
 
 from __future__ import annotations
@@ -96,12 +96,13 @@ async def replay(
     max_seconds: float = 600.0,
     max_errors: int = 100,
     summary: Summary | None = None,
+    token: str | None = None,
 ) -> Summary:
     """Send ``limit`` predictions (cycling through ``rows``) and feedback for a seeded sample.
 
     ``rate`` caps requests per second (0: as fast as ``concurrency`` allows). Sending stops at
     ``max_seconds`` or after ``max_errors`` failed requests. ``summary`` is filled as it goes,
-    so a caller in another thread can watch progress.
+    so a caller in another thread can watch progress. ``token``: the bearer token to send.
     """
     s = summary if summary is not None else Summary()
     limit = len(rows) if limit is None else limit
@@ -165,7 +166,10 @@ async def replay(
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     timeout = httpx.Timeout(30.0, pool=None)  # waiting for a free connection is the throttle
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, timeout=timeout, headers=headers
+    ) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         await asyncio.gather(*later)
     s.seconds = time.monotonic() - start
