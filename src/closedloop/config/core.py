@@ -18,6 +18,7 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from closedloop.config.online import ONLINE_GROUPS, validate_online
 from closedloop.errors import ConfigError
 from closedloop.paths import CONF_DIR, PARAMS
 
@@ -247,7 +248,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), conf_dir: Path = CONF_D
 def _missing_option_message(e: Exception, conf_dir: Path) -> str:
     """Turn Hydra's multi-line 'Could not find' into one line listing the valid options."""
     text = str(e)
-    for group in (*GROUPS, "experiment"):
+    for group in (*GROUPS, *ONLINE_GROUPS, "experiment"):
         marker = f"'{group}/"
         if marker in text:
             option = text.split(marker, 1)[1].split("'", 1)[0]
@@ -267,6 +268,8 @@ def validate(raw: dict, conf_dir: Path = CONF_DIR) -> dict:
     root_file = f"{_rel(conf_dir)}/config.yaml"
     known = {*GROUPS, "seed"}
     for key in raw:
+        if key in ONLINE_GROUPS:
+            continue  # optional groups, validated by closedloop.config.online below
         if key not in known:
             raise ConfigError(f"{root_file}: unknown key '{key}'{_suggest(key, known)}")
     for key in known:
@@ -296,6 +299,7 @@ def validate(raw: dict, conf_dir: Path = CONF_DIR) -> dict:
             key, msg = problems[0]
             raise ConfigError(f"{where}: {group}.{key}: {msg}")
         out[group] = OmegaConf.to_container(OmegaConf.structured(typed))
+    out.update(validate_online(raw, _rel(conf_dir)))
     return out
 
 
