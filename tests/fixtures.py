@@ -230,3 +230,38 @@ def rollout_traffic(
             "label_ts": pd.Series(ts + delay).where(labelled),
         }
     )
+
+
+# ------------------------------------------------------------ monitoring
+def seattle_records(root: Path = ROOT) -> pd.DataFrame:
+    """The real production window (2014-2015) as served traffic, from the loop's own outputs.
+
+    Each day of reports/eval/production.csv (the candidate's per-example probabilities, from
+    `dvc repro`) becomes one request answered at noon UTC that day, with its features from the
+    snapshot (artifacts/snapshot/production.parquet, same row order) and the real label as
+    feedback the next day. No latency or error is known for this replay, so neither is set.
+    """
+    import json
+
+    ev = pd.read_csv(root / "reports/eval/production.csv")
+    snap = pd.read_parquet(root / "artifacts/snapshot/production.parquet")
+    if len(ev) != len(snap):
+        raise AssertionError("reports/eval and the snapshot disagree: run `dvc repro`")
+    classes = [c.removeprefix("p_") for c in ev.columns if c.startswith("p_")]
+    ts = pd.to_datetime(ev["date"]).dt.tz_localize("UTC") + pd.Timedelta(hours=12)
+    frame = pd.DataFrame(
+        {
+            "request_id": [f"seattle-{d}" for d in ev["date"]],
+            "ts": ts,
+            "model_version": "candidate",
+            "prediction": ev["predicted"],
+            "probabilities": [
+                json.dumps({c: float(row[f"p_{c}"]) for c in classes}) for _, row in ev.iterrows()
+            ],
+        }
+    )
+    for f in FEATURES:
+        frame[f"x_{f}"] = snap[f].to_numpy(dtype=float)
+    frame["label"] = ev["actual"]
+    frame["label_ts"] = ts + pd.Timedelta(days=1)
+    return frame

@@ -9,6 +9,7 @@ default monitor, so older params.yaml files still load.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -119,7 +120,7 @@ class Rule(_Strict):
     @model_validator(mode="after")
     def _one_limit(self) -> Rule:
         if (self.below is None) == (self.above is None):
-            raise ValueError(f"rule {self.name!r}: give exactly one of below or above")
+            raise ValueError(f"below: give exactly one of below or above (rule {self.name!r})")
         return self
 
 
@@ -176,6 +177,8 @@ def _first_error(e: ValidationError, group: str, schema: type[BaseModel]) -> str
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"unknown key '{key}'{hint}"
     msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error" and (m := re.match(r"([a-z_]+): ", msg)):
+        return f"{key}.{m.group(1)}: {msg[m.end() :]}"  # a model check naming its field
     if err["type"] != "value_error":
         msg = f"{msg[0].lower()}{msg[1:]}, got {err.get('input')!r}"
     return f"{key}: {msg}"

@@ -282,24 +282,26 @@ def _guardrail(g: dict, s: G.Series, mode: str, cfg: dict) -> GuardrailResult:
     )
 
 
+def _p(x: float) -> str:
+    return "< 0.0001" if x < 1e-4 else f"= {x:.4f}"
+
+
 def _describe(r: GuardrailResult, alpha: float) -> str:
     name = NAMES[r.metric]
     if r.metric == "latency_p99":
         limit = f"(1 + {r.margin:g}) x the champion's p99"
         if r.status == "harm":
-            return f"{name}: more than 1% of the candidate's requests are slower than {limit} (p = {r.p_harm_holm:.4f})"
+            return f"{name}: more than 1% of the candidate's requests are slower than {limit} (Holm p {_p(r.p_harm_holm)})"
         if r.status == "safe":
-            return f"{name}: fewer than 1% of the candidate's requests are slower than {limit} (p = {r.p_safe:.4f})"
+            return f"{name}: fewer than 1% of the candidate's requests are slower than {limit} (p {_p(r.p_safe)})"
     else:
         if r.status == "harm":
-            return f"{name}: the harm is beyond the margin of {r.margin:g} (bound {r.harm_low:+.4f}, Holm p = {r.p_harm_holm:.4f})"
+            return f"{name}: the harm is beyond the margin of {r.margin:g} (bound {r.harm_low:+.4f}, Holm p {_p(r.p_harm_holm)})"
         if r.status == "safe":
-            return f"{name}: the harm is within the margin of {r.margin:g} (bound {r.harm_high:+.4f}, p = {r.p_safe:.4f})"
+            return f"{name}: the harm is within the margin of {r.margin:g} (bound {r.harm_high:+.4f}, p {_p(r.p_safe)})"
     if r.status == "too_few":
         return f"{name}: too few observations to test yet ({min(r.n_champion, r.n_candidate) if r.metric != 'disagreement' else r.n_candidate})"
-    return (
-        f"{name}: not yet shown within the margin of {r.margin:g} (p = {r.p_safe:.4f} > {alpha:g})"
-    )
+    return f"{name}: not yet shown within the margin of {r.margin:g} (p {_p(r.p_safe)} > {alpha:g})"
 
 
 def next_step(cfg: dict) -> tuple[str, float]:

@@ -104,8 +104,11 @@ def from_frames(preds: pd.DataFrame, feedback: pd.DataFrame | None = None) -> Re
     first = ~df["request_id"].duplicated(keep="first")
     duplicates = int((~first).sum())
     df = df[first].reset_index(drop=True)
-    df = df.drop(columns=[c for c in ("label", "label_ts") if c in df.columns])
-    df = _join_feedback(df, feedback)
+    if feedback is not None or "label" not in df.columns:  # a table given whole keeps its labels
+        df = df.drop(columns=[c for c in ("label", "label_ts") if c in df.columns])
+        df = _join_feedback(df, feedback)
+    elif "label_ts" not in df.columns:
+        df["label_ts"] = pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns, UTC]")
     for column in STRING_COLUMNS:
         if column in df.columns:
             df[column] = df[column].astype(object).where(df[column].notna(), None)
