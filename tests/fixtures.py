@@ -156,7 +156,7 @@ def gate_reports(scenario: str) -> tuple[dict, dict]:
 # ------------------------------------------------------------ rollout traffic
 def rollout_traffic(
     seed: int,
-    n: int = 20_000,
+    n: int = 40_000,
     hours: float = 48.0,
     share: float = 0.25,
     mode: str = "canary",

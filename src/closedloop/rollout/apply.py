@@ -1,20 +1,20 @@
 """`closedloop rollout decide --apply`: write the next step into conf/rollout/<name>.yaml.
 
-Only ``mode`` and ``share`` change, in place, with every comment kept (ruamel.yaml's round
-trip), so the rollout PR's diff is one or two lines a reviewer can read. A ramp sets the next
-share (from shadow mode: ``mode: canary`` and the first share); a rollback sets ``mode: off``.
-Hold, complete and no rollout change nothing.
+Only the top-level ``mode`` and ``share`` lines change, in place, each keeping its comment,
+so the rollout PR's diff is one or two lines a reviewer can read (a YAML round trip would
+re-indent comments elsewhere). The edited text is parsed back and must differ from the old in
+exactly those keys. A ramp sets the next share (from shadow mode: ``mode: canary`` and the
+first share); a rollback sets ``mode: "off"``. Hold, complete and no rollout change nothing.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-from io import StringIO
 from pathlib import Path
 
-from ruamel.yaml import YAML
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+import yaml
 
 from closedloop.errors import ConfigError
 from closedloop.io import write_text
@@ -31,6 +31,28 @@ def changes(report: RolloutReport) -> dict:
     return {}
 
 
+def _scalar(value) -> str:
+    # "off" in double quotes: YAML 1.1 readers (PyYAML, OmegaConf) take a bare off for false
+    return (
+        f'"{value}"' if value == "off" else f"{value:g}" if isinstance(value, float) else str(value)
+    )
+
+
+def edit(text: str, edits: dict, where: Path) -> str:
+    """``text`` with each top-level ``key: value`` of ``edits`` replaced, comments kept."""
+    old = yaml.safe_load(text) or {}
+    for key, value in edits.items():
+        line = re.compile(rf"^{key}:[ \t]*(?P<value>[^#\n]*?)(?P<rest>[ \t]*(#.*)?)$", re.M)
+        if len(line.findall(text)) != 1:
+            raise ConfigError(f"{where}: needs exactly one top-level '{key}:' line to change")
+        text = line.sub(lambda m, k=key, v=value: f"{k}: {_scalar(v)}{m['rest']}", text)
+    new = yaml.safe_load(text)
+    expected = {**old, **edits}
+    if new != expected:
+        raise ConfigError(f"{where}: editing {sorted(edits)} changed other keys; edit it by hand")
+    return text
+
+
 def apply(report: RolloutReport, name: str, rollout_dir: Path = ROLLOUT_DIR) -> Path | None:
     """Edit conf/rollout/``name``.yaml for the decision; the file, or None when unchanged."""
     edits = changes(report)
@@ -39,18 +61,16 @@ def apply(report: RolloutReport, name: str, rollout_dir: Path = ROLLOUT_DIR) -> 
     path = Path(rollout_dir) / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"{path}: not found (rollout.name is {name!r})")
-    yaml = YAML()  # round trip: comments, order and quoting stay as written
-    yaml.preserve_quotes = True
-    yaml.width = 4096
-    doc = yaml.load(path.read_text(encoding="utf-8"))
-    for key, value in edits.items():
-        if key not in doc:
-            raise ConfigError(f"{path}: has no '{key}' to change; add `{key}:` to it")
-        # "off" in double quotes: YAML 1.1 readers (PyYAML, OmegaConf) take a bare off for false
-        doc[key] = DoubleQuotedScalarString(value) if isinstance(value, str) else value
-    buf = StringIO()
-    yaml.dump(doc, buf)
-    write_text(path, buf.getvalue())
+    text = path.read_text(encoding="utf-8")
+    current = yaml.safe_load(text) or {}
+    edits = {
+        k: v
+        for k, v in edits.items()
+        if current.get(k) != v and not (k == "mode" and v == "off" and current.get(k) is False)
+    }
+    if not edits:
+        return None
+    write_text(path, edit(text, edits, path))
     return path
 
 
