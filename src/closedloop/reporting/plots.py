@@ -249,17 +249,24 @@ def confusion_plot(
     """Counts of true (rows) against predicted (columns) classes, annotated."""
     fig, ax = _figure(width, width * 0.9)
     with matplotlib.rc_context(RC):
-        ax.imshow(matrix, cmap="Blues")
-        ax.grid(visible=False)
         k = len(classes)
-        ax.set_xticks(range(k), list(classes), rotation=45, ha="right")
-        ax.set_yticks(range(k), list(classes))
+        ax.pcolormesh(
+            [[float(v) for v in row] for row in matrix],
+            cmap="Blues",
+            edgecolors="white",
+            linewidth=0.5,
+        )
+        ax.set_xlim(0, k)
+        ax.set_ylim(k, 0)  # first class on top, as a table reads
+        ax.grid(visible=False)
+        ax.set_xticks([i + 0.5 for i in range(k)], list(classes), rotation=45, ha="right")
+        ax.set_yticks([i + 0.5 for i in range(k)], list(classes))
         top = max((max(r) for r in matrix), default=0)
         for i, row in enumerate(matrix):
             for j, v in enumerate(row):
                 ax.text(
-                    j,
-                    i,
+                    j + 0.5,
+                    i + 0.5,
                     str(v),
                     ha="center",
                     va="center",
