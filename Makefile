@@ -18,7 +18,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
 .PHONY: help install repro test test-fast bench lint data clean serve simulate export demo \
-	push-data promote rollback deploy-verify deploy-tag deploy-hook
+	traffic monitor-inputs monitor push-data promote rollback deploy-verify deploy-tag deploy-hook
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -79,6 +79,19 @@ demo: $(STAMP) ## the whole story offline, in a scratch clone under .demo/
 push-data: $(STAMP) ## dvc push data and models, when a DVC remote is configured
 	@if [ -n "$$($(DVC) remote list)" ]; then $(DVC) push; \
 	else echo "no DVC remote configured (dvc remote add -d ...): nothing pushed"; fi
+
+traffic: $(STAMP) ## data/ from DVC plus the newest records from the store ($$CLOSEDLOOP_STORE_URL), for rollout and monitor
+	@$(MAKE) --no-print-directory data || echo "data/ is in no DVC cache or remote: the export below brings every record"
+	@if [ -n "$$CLOSEDLOOP_STORE_URL" ]; then $(BIN)/closedloop export --no-dvc; \
+	else echo "CLOSEDLOOP_STORE_URL is not set: data/feedback/ is read as it is"; fi
+
+monitor-inputs: $(STAMP) ## the eval outputs and training data `closedloop monitor` reads, from the DVC cache or remote
+	@$(DVC) checkout -q evaluate collect champion 2>/dev/null || \
+	if [ -n "$$($(DVC) remote list)" ]; then $(DVC) pull -q evaluate collect champion; \
+	else echo "no DVC copy of reports/eval/ or the training data: the estimate stays uncalibrated, drift is skipped"; fi
+
+monitor: $(STAMP) ## the monitoring page from data/feedback/: reports/monitor.html and reports/monitor.json
+	$(BIN)/closedloop monitor
 
 CHANGE ?= local
 promote: data ## promote the candidate if reports/gate.json passes for its exact hash
