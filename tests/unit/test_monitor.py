@@ -133,7 +133,7 @@ def test_isotonic_calibration_fits_the_eval_outputs(tmp_path):
 def test_without_probabilities_the_page_says_what_it_shows_instead():
     df = traffic().drop(columns=["probabilities"])
     r = compute(df, params()["monitor"], none_calibration())
-    assert not r.estimate.available and "Regression models" in r.estimate.note
+    assert not r.estimate.available and "a regression model" in r.estimate.note
     assert all(w.estimated_accuracy is None for w in r.windows)
     assert "no label-free accuracy" in render(r)
 

@@ -48,7 +48,7 @@ Windows with fewer than {{ r.min_requests }} predictions (or {{ r.min_labels }} 
 it needs no labels. Realised accuracy is shown with its {{ "%.0f"|format(r.confidence_level * 100) }}% Wilson interval once labels arrive.
 Overall: estimated <span data-key="estimated_accuracy">{{ f3(r.totals.estimated_accuracy) }}</span>, realised <span data-key="realised_accuracy">{{ f3(r.totals.realised_accuracy) }}</span>.</p>
 <p class="{{ 'note' if not r.estimate.reliable else 'muted' }}">{% if not r.estimate.reliable %}<strong>The estimate is unreliable:</strong> {% endif %}{{ r.estimate.note }}.</p>
-{% else %}<p class="note">{{ r.estimate.note }}</p>{% endif %}
+{% else %}<p class="note">{{ r.estimate.note }}.</p>{% endif %}
 <p class="muted"><strong>Assumption.</strong> {{ r.assumption }}</p>
 {{ svg.accuracy }}
 {% if svg.calibration %}<div class="grid">{{ svg.calibration }}<p class="muted" style="max-width: 28rem">Calibration of the model on the eval set (reports/eval/): accuracy against mean confidence per bin. Points below the line y = x are overconfident; the estimate maps confidences onto this curve.</p></div>{% endif %}

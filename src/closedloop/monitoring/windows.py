@@ -26,8 +26,9 @@ ASSUMPTION = (
     "shows whether the assumption holds."
 )
 REGRESSION_NOTE = (
-    "Regression models have no class probabilities, so there is no label-free accuracy "
-    "estimate: the page shows the prediction distribution, feedback and drift instead."
+    "The records carry no class probabilities (a regression model, or a server that does not "
+    "log them), so there is no label-free accuracy estimate: the page shows the prediction "
+    "distribution, feedback and drift instead"
 )
 
 
