@@ -9,6 +9,7 @@ first share); a rollback sets ``mode: "off"``. Hold, complete and no rollout cha
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -75,12 +76,19 @@ def apply(report: RolloutReport, name: str, rollout_dir: Path = ROLLOUT_DIR) -> 
 
 
 def recompose(cwd: Path | str = ".") -> None:
-    """`dvc repro compose`: params.yaml and dvc.lock follow the edited conf/."""
+    """`dvc repro compose`: params.yaml and dvc.lock follow the edited conf/.
+
+    The stage's command says `python`: this interpreter's directory goes first on PATH, as
+    the Makefile does, so a workflow calling .venv/bin/closedloop composes with the project's
+    Python, not the runner's.
+    """
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     proc = subprocess.run(
         [sys.executable, "-m", "dvc", "repro", "-q", "compose"],
         cwd=cwd,
         capture_output=True,
         text=True,
+        env={**os.environ, "PATH": path},
     )
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
