@@ -35,6 +35,7 @@ from closedloop.paths import (
     METRICS,
     MONITOR_HTML,
     MONITOR_JSON,
+    REFERENCE_DATA,
     SNAPSHOT_DIR,
 )
 from closedloop.rollout.records import Records, read_records
@@ -83,6 +84,10 @@ def window_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: dict, time
 
 def drift_measure(params: dict, snapshot: Path, champion_entry: Path, workspace: Path | None):
     """A function measuring one window's feature drift, the reference's name, or why not."""
+    entry = read_json(champion_entry) if Path(champion_entry).exists() else {}
+    wanted = Path(champion_entry).parent / REFERENCE_DATA if entry.get("present") else None
+    if not (wanted or Path(snapshot) / "train.parquet").exists():  # before importing Evidently
+        return None, None, "no training data to compare with (run `dvc repro` or `dvc pull`)"
     from closedloop.evaluation.drift import load_reference
 
     try:

@@ -98,7 +98,7 @@ def _finish(ax, title: str, ylabel: str, percent: bool, ylim) -> None:
         if ylim is not None:
             ax.set_ylim(*ylim)
         if percent:
-            ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+            ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         handles, _ = ax.get_legend_handles_labels()
         if handles:
             ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
