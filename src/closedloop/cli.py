@@ -356,7 +356,7 @@ def rollout_decide(data_dir, records, params, do_apply, no_dvc, outputs_file) ->
 @click.option(
     "--alerts-out",
     type=click.Path(path_type=Path),
-    help="write the alert rules' results here (monitor.yml opens one issue per failing rule)",
+    help="write the alert rules' results here, e.g. reports/alerts.json (monitor.yml opens one issue per failing rule)",
 )
 @click.option(
     "--workspace",

@@ -64,6 +64,7 @@ def seattle_monitor(loop, tmp_path_factory):
         out_json=out / "monitor.json",
         out_html=out / "monitor.html",
         alerts_out=out / "alerts.json",
+        workspace=out / "workspace",
     )
     return report, out, root
 
@@ -130,9 +131,14 @@ def test_estimate_tracks_labels_drawn_from_the_models_calibrated_probabilities(l
     assert np.mean(hits) >= 0.85, np.mean(hits)  # 95% intervals: about 95% expected
 
 
-def test_drift_per_window_and_alerts(seattle_monitor):
+def test_drift_per_window_alerts_and_the_evidently_workspace(seattle_monitor):
+    from evidently.ui.workspace import Workspace
+
     report, out, _ = seattle_monitor
     judged = [w for w in report.windows if w.drift_share is not None]
+    ws = Workspace(str(out / "workspace"))
+    (project,) = ws.search_project("closedloop monitor")
+    assert len(ws.list_runs(project.id)) == len(judged)  # `evidently ui` sees every window
     assert len(judged) >= 20  # February (28 days) is below min_requests: marked, no verdict
     assert all(w.drift_share is None for w in report.windows if w.too_small)
     alerts = json.loads((out / "alerts.json").read_text())["alerts"]

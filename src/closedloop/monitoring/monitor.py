@@ -29,7 +29,6 @@ from closedloop.monitoring.estimate import fit
 from closedloop.monitoring.page import render
 from closedloop.monitoring.windows import MonitorReport, compute
 from closedloop.paths import (
-    ALERTS_JSON,
     CHAMPION_ENTRY,
     EVAL_DIR,
     METRICS,
@@ -99,8 +98,9 @@ def drift_measure(params: dict, snapshot: Path, champion_entry: Path, workspace:
         from evidently.ui.workspace import Workspace
 
         ws = Workspace.create(str(workspace))
-        found = ws.search_project("closedloop monitor")
-        project = found[0] if found else ws.create_project("closedloop monitor")
+        for old in ws.search_project("closedloop monitor"):  # the page's windows, not repeats
+            ws.delete_project(old.id)
+        project = ws.create_project("closedloop monitor")
 
     def measure(part: pd.DataFrame, start: pd.Timestamp):
         columns = {
@@ -168,10 +168,3 @@ def monitor(
             {"alerts": report.alerts, "failing": sum(a["failing"] for a in report.alerts)},
         )
     return report
-
-
-def read_report(path: Path = MONITOR_JSON) -> MonitorReport:
-    return MonitorReport.model_validate(read_json(path))
-
-
-__all__ = ["ALERTS_JSON", "monitor", "read_report"]

@@ -29,6 +29,7 @@ logged twice keeps its first record. Counts in = kept + skipped + duplicates.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,8 +154,6 @@ def probabilities(df: pd.DataFrame, classes: list[str] | None = None) -> tuple[n
 
     Rows without probabilities are NaN rows; classes default to every key seen, sorted.
     """
-    import json
-
     if "probabilities" not in df.columns:
         return np.full((len(df), 0), np.nan), []
     parsed = [json.loads(p) if isinstance(p, str) and p else None for p in df["probabilities"]]
