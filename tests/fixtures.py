@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
+from closedloop.evaluation.baselines import compare_baselines, persistence_labels
 from closedloop.evaluation.slices import slice_columns
 from closedloop.evaluation.statistics import compare_split
 from closedloop.registry.registry import empty_registry, record
@@ -51,6 +52,7 @@ def seattle() -> dict:
         "prod": prod,
         "classes": sorted(df.weather.unique()),
         "baseline_class": new.weather.value_counts().idxmax(),
+        "persistence": persistence_labels(prod, [new], "weather", "date"),
         "slices": slice_columns(prod, PARAMS["slices"], target="weather", time_column="date"),
         "champion": fit(logistic(), old),
         "candidate": fit(logistic(), new),
@@ -184,7 +186,10 @@ def gate_reports(scenario: str) -> tuple[dict, dict]:
         "first": (s["candidate"], None),
     }[scenario]
     frame, cols = eval_frame(cand, champ)
-    comp = compare_split(frame, s["classes"], cols, METRICS_CFG, s["baseline_class"])
+    comp = compare_split(frame, s["classes"], cols, METRICS_CFG)
+    comp["baselines"] = compare_baselines(
+        frame, s["classes"], s["baseline_class"], s["persistence"], METRICS_CFG
+    )
     comparison = {"champion": None, "baseline_class": s["baseline_class"], "splits": {}}
     comparison["splits"]["production"] = comp
     metrics = {

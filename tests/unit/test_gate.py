@@ -11,6 +11,7 @@ from closedloop.artefacts.drift import DriftReport
 from closedloop.artefacts.evaluation import Comparison, Metrics
 from closedloop.artefacts.gate import GateReport
 from closedloop.artefacts.snapshot import SnapshotSchema
+from closedloop.evaluation.baselines import compare_baselines
 from closedloop.evaluation.statistics import compare_split
 from closedloop.gating import gate
 from tests.fixtures import (
@@ -66,7 +67,7 @@ def test_better_candidate_passes():
     assert result.champion.model_dump() == {"version": "v1.0.0", "model_hash": "c" * 64}
     checks = by_name(result)
     assert checks["vs_champion:accuracy"].value > -0.02
-    assert {"min_samples", "floor:accuracy", "beat_baseline:accuracy"} <= set(checks)
+    assert {"min_samples", "floor:accuracy", "beat_baseline:dummy:accuracy"} <= set(checks)
     assert "not gated" in checks["slice:true_class=rain"].reason  # 8 rainy days
     assert checks["slice:season=winter"].status == "pass"
     assert all(c.passed == (c.status == "pass") for c in result.checks)
@@ -132,7 +133,10 @@ def test_too_few_samples_is_inconclusive():
     def first_60_days(comparison, metrics):
         s = seattle()
         frame, cols = eval_frame(s["candidate"], s["champion"])
-        comp = compare_split(frame.iloc[:60], s["classes"], cols, METRICS_CFG, "sun")
+        comp = compare_split(frame.iloc[:60], s["classes"], cols, METRICS_CFG)
+        comp["baselines"] = compare_baselines(
+            frame.iloc[:60], s["classes"], "sun", s["persistence"][:60], METRICS_CFG
+        )
         comparison["splits"]["production"] = comp
         metrics["production"].update(n=60, accuracy=0.5, macro_f1=0.3)
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from closedloop.artefacts.base import Artefact
+from closedloop.artefacts.base import Artefact, absent
 from closedloop.paths import CANDIDATE_DIR, CARD_JSON
 
 
@@ -24,6 +24,11 @@ class ModelCard(Artefact):
     epochs: int
     steps: int = Field(description="optimiser steps: the cost that is the same on every run")
     final: dict[str, float] = Field(description="the last epoch's losses and accuracy")
+    # Model selection (trainer.selection); absent from cards written before it existed.
+    best_epoch: int | None = absent()  # the epoch whose weights were saved
+    monitor: str | None = absent()  # the validation metric that chose it
+    best: dict[str, float] | None = absent()  # that epoch's losses and accuracy
+    stopped_early: bool | None = absent()  # EarlyStopping ended training before max_epochs
     device: str
     world_size: int
     versions: dict[str, str] = Field(description="python, torch and lightning")

@@ -108,17 +108,43 @@ class SliceComparison(Artefact):
         return self.model_extra.get(name)
 
 
+class BaselineDelta(Artefact):
+    """Candidate vs a baseline on the same rows."""
+
+    candidate: float
+    baseline: float
+    delta: float = Field(description="candidate - baseline")
+    ci_low: float = Field(description="paired bootstrap percentile CI of delta")
+    ci_high: float
+    constant: str | None = absent()  # best_constant: the class it always predicts
+
+
+class Baseline(Artefact):
+    """One baseline (closedloop.evaluation.baselines): what it predicts, and per metric."""
+
+    description: str = Field(description="what it predicts, as the report says it")
+    hindsight: bool = Field(description="chosen on the judged rows themselves")
+    metrics: dict[str, BaselineDelta]
+
+    @model_validator(mode="after")
+    def _metric_names(self):
+        _known_names(self.metrics)
+        return self
+
+
 class SplitComparison(Artefact):
     n: int
     has_champion: bool
     overall: dict[str, MetricDelta]
-    baseline: dict[str, float] = Field(description="a most-frequent-class dummy, per metric")
+    baselines: dict[str, Baseline] = Field(
+        description="dummy, best_constant, persistence (with a time column); empty with no rows"
+    )
     mcnemar: McNemar | None
     slices: dict[str, dict[str, SliceComparison]] = Field(description="slice -> value -> scores")
 
     @model_validator(mode="after")
     def _metric_names(self):
-        _known_names([*self.overall, *self.baseline])
+        _known_names(self.overall)
         return self
 
 

@@ -29,11 +29,18 @@ class Check(Artefact):
     value: Number | None = Field(description="what was measured; null when it is missing")
     threshold: Number | None = Field(description="what it was held to; null when none applies")
     reason: str = Field(description="one sentence a reviewer reads")
+    gated: bool = Field(
+        default=True,
+        description="false: reported, not judged (a slice below min_slice_samples, no champion "
+        "yet, report-only drift); such a check is a pass that cannot change the verdict",
+    )
 
     @model_validator(mode="after")
     def _passed_means_pass(self):
         if self.passed != (self.status == "pass"):
             raise ValueError(f"passed is {self.passed} but status is {self.status!r}")
+        if not self.gated and self.status != "pass":
+            raise ValueError(f"a check that is not gated cannot be {self.status!r}")
         return self
 
 

@@ -178,6 +178,15 @@ class ModelConfig(Strict):
     batch_size: PositiveInt
 
 
+class SelectionConfig(Strict):
+    """trainer.selection: early stopping and the best-epoch checkpoint (training/selection.py)."""
+
+    monitor: Annotated[str, Field(min_length=1)]
+    mode: Literal["min", "max"]
+    patience: Annotated[int, Field(ge=1)] | None
+    min_delta: float = Field(ge=0)
+
+
 class TrainerConfig(Strict):
     name: str
     accelerator: str
@@ -191,6 +200,7 @@ class TrainerConfig(Strict):
     log_every_n_steps: PositiveInt
     enable_progress_bar: bool
     num_workers: Annotated[int, Field(ge=0)]
+    selection: SelectionConfig
 
 
 # -------------------------------------------------------------- evaluation and gates
@@ -271,6 +281,17 @@ class SliceRegression(Strict):
     max_drop: float = Field(ge=0)
 
 
+class BaselineGate(Strict):
+    metric: Comparable
+    # closedloop.evaluation.baselines.NAMES
+    baselines: Annotated[
+        list[Literal["dummy", "best_constant", "persistence"]],
+        Field(min_length=1),
+        AfterValidator(_unique),
+    ]
+    margin: float = Field(ge=0)
+
+
 class DriftGate(Strict):
     max_drifted_share: Annotated[float, Field(ge=0, le=1)] | None
     columns: list[str]
@@ -284,7 +305,7 @@ class GatesConfig(Strict):
     floors: dict[MetricName, float]
     vs_champion: list[ChampionCheck]
     slice_regression: SliceRegression | None
-    beat_baseline: Comparable | None
+    beat_baseline: BaselineGate | None
     drift: DriftGate
     max_data_age_days: PositiveInt | None
     as_of: IsoDate | None
@@ -354,5 +375,14 @@ class Params(Strict):
 
 
 GROUPS = (
-    "dataset", "model", "trainer", "metrics", "slices", "drift", "gates", "serve", "rollout", "monitor"
+    "dataset",
+    "model",
+    "trainer",
+    "metrics",
+    "slices",
+    "drift",
+    "gates",
+    "serve",
+    "rollout",
+    "monitor",
 )

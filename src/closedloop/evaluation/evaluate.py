@@ -108,8 +108,8 @@ def load_champion(allowed: Sequence[str], entry_path: Path = CHAMPION_ENTRY):
     return model, config, entry
 
 
-def champion_predictions(champion, df: pd.DataFrame) -> list[str]:
-    """The champion's predicted class for every row, on the columns it was trained on."""
+def champion_probabilities(champion, df: pd.DataFrame) -> torch.Tensor:
+    """The champion's class probabilities for every row, on the columns it was trained on."""
     model, config, entry = champion
     missing = [f for f in config["features"] if f not in df.columns]
     if missing:
@@ -118,8 +118,26 @@ def champion_predictions(champion, df: pd.DataFrame) -> list[str]:
             "it cannot be compared on the same inputs"
         )
     x = df[config["features"]].to_numpy(dtype=np.float32)
-    probs = predict_proba(model, x).numpy()
-    return [config["classes"][i] for i in probs.argmax(1)]
+    return predict_proba(model, x)
+
+
+def champion_scores(
+    probs: torch.Tensor, actual: pd.Series, classes: list[str], cfg: dict, task: str
+) -> dict[str, float]:
+    """The metrics that need probabilities (not compared by bootstrap: ECE), for the champion
+    on the same rows. A label outside the champion's classes is coded as a class it did not
+    predict, so the row counts as wrong, as it is."""
+    index = {c: i for i, c in enumerate(classes)}
+    pred = probs.argmax(1)
+    k = len(classes)
+    target = torch.tensor(
+        [index.get(a, (int(p) + 1) % k) for a, p in zip(actual.astype(str), pred, strict=True)]
+    )
+    return {
+        m.name: round(float(m.score(probs, target, cfg)), DIGITS)
+        for m in registry.task_metrics(task)
+        if not m.comparable
+    }
 
 
 def evaluate(
@@ -131,6 +149,7 @@ def evaluate(
     """Score the candidate, and the champion on the same rows, on every split ``metrics.splits``
     names: overall, per slice, with paired statistics on the difference. Writes
     reports/metrics.json, reports/comparison.json and reports/eval/."""
+    from closedloop.evaluation.baselines import compare_baselines, persistence_labels
     from closedloop.evaluation.statistics import compare_split
 
     pin(params.get("numerics"))  # the same probabilities on any x86-64 CPU
@@ -144,9 +163,14 @@ def evaluate(
     baseline_class = str(train.value_counts().sort_index().idxmax())
     metrics: dict = {}
     comparison: dict = {}
+    order = [s for s in ("train", "val", "production") if s in schema.splits]
     with atomic_dir(EVAL_DIR) as tmp:
         for split in mcfg["splits"]:
             df = read_split(split, snapshot)
+            persistence = None
+            if schema.time_column:
+                earlier = [read_split(s, snapshot) for s in order[: order.index(split)]]
+                persistence = persistence_labels(df, earlier, schema.target, schema.time_column)
             x, y = tensors(df, schema)
             target = torch.from_numpy(y)
             probs = predict_proba(model, x)
@@ -157,16 +181,35 @@ def evaluate(
             )
             metrics[split] = scored
             frame = predictions_frame(df, probs, config)
-            if champion is not None:
-                frame["champion_predicted"] = champion_predictions(champion, df)
+            champion_only = {}
+            if champion is not None and len(df):
+                champ_probs = champion_probabilities(champion, df)
+                champ_classes = champion[1]["classes"]
+                frame["champion_predicted"] = [champ_classes[i] for i in champ_probs.argmax(1)]
+                champion_only = champion_scores(
+                    champ_probs, df[schema.target], champ_classes, mcfg, registry.DEFAULT_TASK
+                )
+            elif champion is not None:
+                frame["champion_predicted"] = pd.Series([], dtype=str)
             slices = slice_columns(
                 df, params["slices"], target=schema.target, time_column=schema.time_column
             )
             frame = pd.concat([frame, slices.reset_index(drop=True)], axis=1)
             frame.to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")
-            comparison[split] = compare_split(
-                frame, config["classes"], list(slices.columns), mcfg, baseline_class
+            compared = compare_split(frame, config["classes"], list(slices.columns), mcfg)
+            for name, value in champion_only.items():  # ECE: both sides, no bootstrap CI
+                mine = scored[name]
+                compared["overall"][name] = {
+                    "candidate": mine,
+                    "champion": value,
+                    "delta": round(mine - value, DIGITS),
+                    "ci_low": None,
+                    "ci_high": None,
+                }
+            compared["baselines"] = compare_baselines(
+                frame, config["classes"], baseline_class, persistence, mcfg
             )
+            comparison[split] = compared
             calibration = calibration_rows(probs, target, mcfg["calibration_bins"])
             write_text(
                 tmp / f"calibration_{split}.csv",

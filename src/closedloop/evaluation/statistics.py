@@ -139,17 +139,16 @@ def compare_split(
     classes: list[str],
     slice_columns: list[str],
     metrics_cfg: dict,
-    baseline_class: str,
 ) -> dict:
-    """Candidate vs champion (when there is one) and vs a most-frequent-class dummy on one
-    split of reports/eval/, overall and per slice value, with Holm across slice values."""
+    """Candidate vs champion (when there is one) on one split of reports/eval/, overall and
+    per slice value, with Holm across slice values (baselines: closedloop.evaluation.baselines)."""
     missing = [c for c in ("actual", "predicted", *slice_columns) if c not in frame.columns]
     if missing:
         raise DataError(f"eval frame: column(s) {missing} missing")
     has_champion = "champion_predicted" in frame.columns
     label_cols = ["actual", "predicted"] + (["champion_predicted"] if has_champion else [])
     labels = {c: frame[c].astype(str).to_numpy() for c in label_cols}
-    seen = set().union(*(set(v) for v in labels.values()), {str(baseline_class)})
+    seen = set().union(*(set(v) for v in labels.values()))
     categories = list(classes) + sorted(seen - set(classes))  # unseen labels still count
     codes = {c: pd.Categorical(v, categories=categories).codes for c, v in labels.items()}
     y, cand = codes["actual"].astype(np.int64), codes["predicted"].astype(np.int64)
@@ -159,15 +158,12 @@ def compare_split(
         "n": n,
         "has_champion": has_champion,
         "overall": {},
-        "baseline": {},
         "mcnemar": None,
         "slices": {},
     }
     if n == 0:
         return result
     result["overall"], result["mcnemar"] = _compare(y, cand, champ, metrics_cfg)
-    dummy = np.full(n, categories.index(str(baseline_class)), dtype=np.int64)
-    result["baseline"] = {m: _r(metric_value(m, y, dummy)) for m in metrics_cfg["compare"]}
     pvalues = {}
     for column in slice_columns:
         name = column.removeprefix("slice_")

@@ -22,7 +22,9 @@ from closedloop.artefacts.snapshot import SnapshotSchema, SplitInfo
 from closedloop.paths import DRIFT_JSON, GATE
 
 
-def check(name: str, status: Status, value=None, threshold=None, reason: str = "") -> Check:
+def check(
+    name: str, status: Status, value=None, threshold=None, reason: str = "", gated: bool = True
+) -> Check:
     return Check(
         name=name,
         passed=status == "pass",
@@ -30,6 +32,7 @@ def check(name: str, status: Status, value=None, threshold=None, reason: str = "
         value=value,
         threshold=threshold,
         reason=reason,
+        gated=gated,
     )
 
 
@@ -106,7 +109,12 @@ def _slice_regression(
             if n < min_n:
                 out.append(
                     check(
-                        name, "pass", None, -max_drop, f"n={n}: below min_slice_samples, not gated"
+                        name,
+                        "pass",
+                        None,
+                        -max_drop,
+                        f"n={n}: below min_slice_samples, not gated",
+                        gated=False,
                     )
                 )
             elif delta is None or p is None:
@@ -138,21 +146,50 @@ def _slice_regression(
     return out
 
 
-def _beat_baseline(comp: SplitComparison | None, metric: str) -> Check:
-    name = f"beat_baseline:{metric}"
-    scores = None if comp is None else comp.overall.get(metric)
-    cand = None if scores is None else scores.candidate
-    base = None if comp is None else comp.baseline.get(metric)
-    if cand is None or base is None:
-        return check(name, "fail", cand, base, "missing metric in reports/comparison.json")
-    ok = cand > base
-    return check(
-        name,
-        "pass" if ok else "fail",
-        cand,
-        base,
-        f"{cand:.4f} must be > {base:.4f} (most-frequent-class dummy)",
-    )
+def _beat_baseline(comp: SplitComparison | None, spec: dict, level: str) -> list[Check]:
+    """Candidate - baseline on the paired CI, one check per baseline ``spec`` names: as
+    vs_champion's superiority, the lower bound must clear the margin."""
+    metric, margin = spec["metric"], spec["margin"]
+    out = []
+    for base in spec["baselines"]:
+        name = f"beat_baseline:{base}:{metric}"
+        b = None if comp is None else comp.baselines.get(base)
+        e = None if b is None else b.metrics.get(metric)
+        if b is None and comp is not None and comp.n and base == "persistence":
+            out.append(
+                check(
+                    name,
+                    "fail",
+                    None,
+                    margin,
+                    "no persistence baseline: the dataset has no time_column",
+                )
+            )
+            continue
+        if e is None:
+            out.append(
+                check(name, "fail", None, margin, "missing baseline in reports/comparison.json")
+            )
+            continue
+        ci = (
+            f"{e.candidate:.4f} vs {e.baseline:.4f} ({b.description}): "
+            f"delta {e.delta:+.4f}, {level} CI [{e.ci_low:+.4f}, {e.ci_high:+.4f}]"
+        )
+        if e.ci_low > margin:
+            out.append(check(name, "pass", e.ci_low, margin, f"{ci}, lower bound > {margin:+g}"))
+        elif e.ci_high > margin:
+            out.append(
+                check(
+                    name,
+                    "inconclusive",
+                    e.ci_low,
+                    margin,
+                    f"{ci} straddles {margin:+g}: the data cannot tell",
+                )
+            )
+        else:
+            out.append(check(name, "fail", e.ci_low, margin, f"{ci}, all of it <= {margin:+g}"))
+    return out
 
 
 def _drift(drift: DriftReport | None, spec: dict) -> list[Check]:
@@ -162,7 +199,7 @@ def _drift(drift: DriftReport | None, spec: dict) -> list[Check]:
         return [check(n, "fail", None, None, f"{DRIFT_JSON} missing") for n in names]
     value = drift.drifted_share
     if share is None:
-        out = [check(names[0], "pass", value, None, "report only")]
+        out = [check(names[0], "pass", value, None, "report only", gated=False)]
     else:
         ok = value <= share
         out = [
@@ -245,6 +282,7 @@ def judge(
                 "first_model",
                 "pass",
                 reason="no champion yet: policy floors_only skips vs_champion and slice_regression",
+                gated=False,
             )
         )
     else:
@@ -257,7 +295,7 @@ def judge(
             )
         )
     if g["beat_baseline"] is not None:
-        checks.append(_beat_baseline(comp, g["beat_baseline"]))
+        checks += _beat_baseline(comp, g["beat_baseline"], f"{confidence_level:.0%}")
     checks += _drift(drift, g["drift"])
     if g["max_data_age_days"] is not None:
         checks.append(_staleness(schema.splits.get(split), g["max_data_age_days"], g["as_of"]))

@@ -1,9 +1,9 @@
 """Stage `report`: the benchmark report, the body of the pull-request comment.
 
-Reads the gate verdict, the champion-vs-candidate comparison, drift, the snapshot's lineage
-and both model cards. Writes reports/benchmark.md (GitHub-flavoured, kept under GitHub's
+Reads the gate verdict, the champion-vs-candidate comparison (with the baselines), drift, the
+snapshot's lineage, both model cards and reports/eval/ (for the page's plots). Writes reports/benchmark.md (GitHub-flavoured, kept under GitHub's
 comment limit by truncating tables with a note) and reports/benchmark.html (every row, one
-self-contained page). Both come from the Jinja2 templates benchmark.md.j2 and
+self-contained page, with inline SVG plots: closedloop.reporting.figures). Both come from the Jinja2 templates benchmark.md.j2 and
 benchmark.html.j2 (closedloop.templating: a copy in the repository's templates/ overrides
 them). The same inputs always give the same bytes.
 """
@@ -73,6 +73,36 @@ def drift_order(drift: DriftReport | None) -> list[str]:
     return order + [c for c in sorted(columns) if c not in order]
 
 
+def baseline_rows(comparison: Comparison, split: str) -> list[dict]:
+    """Per baseline and compared metric on the judged split; ``loses``: the candidate's point
+    estimate is below the baseline's (the verdict section flags it, gated or not)."""
+    comp = comparison.splits.get(split)
+    if comp is None:
+        return []
+    rows = []
+    for name, b in comp.baselines.items():
+        for metric, e in b.metrics.items():
+            m = registry.get(metric)
+            worse = e.candidate < e.baseline if m.higher_is_better else e.candidate > e.baseline
+            rows.append(
+                {
+                    "baseline": name,
+                    "description": b.description,
+                    "hindsight": b.hindsight,
+                    "metric": m,
+                    "candidate": e.candidate,
+                    "value": e.baseline,
+                    "delta": e.delta,
+                    "ci_low": e.ci_low,
+                    "ci_high": e.ci_high,
+                    "loses": worse,
+                    # the whole CI on the losing side: worse beyond what noise explains
+                    "confidently": e.ci_high < 0 if m.higher_is_better else e.ci_low > 0,
+                }
+            )
+    return rows
+
+
 def context(level: str, task: str = registry.DEFAULT_TASK) -> dict:
     """What the templates get: the artefacts, typed, and the rows derived from them."""
     gate = GateReport.read()
@@ -85,6 +115,7 @@ def context(level: str, task: str = registry.DEFAULT_TASK) -> dict:
     drift = DriftReport.read_if_present()
     split = gate.split
     metric, slices = slice_rows(comparison, split, task)
+    baselines = baseline_rows(comparison, split)
     return {
         "gate": gate,
         "comparison": comparison,
@@ -103,6 +134,12 @@ def context(level: str, task: str = registry.DEFAULT_TASK) -> dict:
         "drift_order": drift_order(drift),
         "split_order": sorted(schema.splits, key=lambda k: (k != "train", k != "val", k)),
         "rows_added": None if champion_card is None else card.train_rows - champion_card.train_rows,
+        "baseline_rows": baselines,
+        "baseline_flags": [r for r in baselines if r["loses"]],
+        "required_baselines": [
+            c.name.split(":")[1] for c in gate.checks if c.name.startswith("beat_baseline:")
+        ],
+        "figures": [],
     }
 
 
@@ -119,6 +156,16 @@ def render(level: str = "95%") -> tuple[str, str]:
             md[:BUDGET]
             + "\n\n_… truncated to fit a GitHub comment; see `reports/benchmark.html`._\n"
         )
+    from closedloop.reporting.figures import figures  # matplotlib: the page only
+
+    ctx["figures"] = figures(
+        ctx["comparison"],
+        ctx["drift"],
+        ctx["drift_order"],
+        ctx["split"],
+        ctx["schema"].classes,
+        level,
+    )
     return md, templating.render("benchmark.html.j2", max_rows=None, **ctx)
 
 

@@ -8,6 +8,7 @@ history that `dvc plots` draws.
 from __future__ import annotations
 
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from closedloop.models.persist import save_model
 from closedloop.numerics import pin
 from closedloop.paths import CANDIDATE_DIR, CARD_JSON, CARD_MD, SNAPSHOT_DIR, TRAIN_HISTORY
 from closedloop.training.module import build_module
+from closedloop.training.selection import SafetensorsCheckpointIO, callbacks, fit, restore_best
 
 TRAINER_KEYS = (
     "accelerator",
@@ -39,13 +41,17 @@ TRAINER_KEYS = (
 )
 
 
-def make_trainer(trainer_cfg: dict) -> L.Trainer:
-    """A lightning.Trainer from the trainer config; nothing is written to disk by Lightning."""
+def make_trainer(trainer_cfg: dict, callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    """A lightning.Trainer from the trainer config. Lightning writes nothing but the
+    model-selection checkpoints (safetensors, in a temporary directory, when ``callbacks``
+    holds closedloop.training.selection's)."""
     kwargs = {k: trainer_cfg[k] for k in TRAINER_KEYS}
     return L.Trainer(
         **kwargs,
         logger=False,
-        enable_checkpointing=False,
+        callbacks=callbacks or [],
+        plugins=[SafetensorsCheckpointIO()],
+        enable_checkpointing=bool(callbacks),
         enable_model_summary=False,
         default_root_dir=None,
     )
@@ -88,12 +94,16 @@ def train(
     model = build_model(params["model"], len(schema.features), len(schema.classes), allowed)
     model.set_standardisation(x_train)
     lit = build_module(params["model"], model, allowed)
-    trainer = make_trainer(params["trainer"])
+    selection = params["trainer"]["selection"]
 
     started = time.perf_counter()
-    trainer.fit(lit, train_dl, val_dl)
-    if not trainer.is_global_zero:
-        return None
+    with tempfile.TemporaryDirectory(prefix="closedloop-ckpt-") as ckpt_dir:
+        best, cbs = callbacks(selection, Path(ckpt_dir))
+        trainer = make_trainer(params["trainer"], cbs)
+        fit(trainer, lit, train_dl, val_dl, selection["monitor"])
+        if not trainer.is_global_zero:
+            return None
+        selected = restore_best(best, lit)  # ship the best epoch's weights, not the last's
     # Wall time goes to the log, not into the card: the model directory is a DVC output,
     # and the same inputs must give the same bytes (and the same hash in dvc.lock).
     print(f"train: fit took {time.perf_counter() - started:.1f} s", flush=True)
@@ -108,6 +118,7 @@ def train(
     }
     history = list(getattr(lit, "history", []))  # a user's module may keep no history
     last = history[-1] if history else {}
+    best_row = next((h for h in history if h.get("epoch") == selected.epoch), {})
     card = {
         "model": params["model"],
         "trainer": params["trainer"],
@@ -119,6 +130,10 @@ def train(
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "final": {k: v for k, v in last.items() if k != "epoch"},
+        "best_epoch": selected.epoch,
+        "monitor": selected.monitor,
+        "best": {k: v for k, v in best_row.items() if k != "epoch"},
+        "stopped_early": trainer.current_epoch < params["trainer"]["max_epochs"],
         "device": str(trainer.strategy.root_device),
         "world_size": trainer.world_size,
         "versions": {
@@ -138,6 +153,8 @@ def train(
 def render_card(card: ModelCard, schema: SnapshotSchema) -> str:
     m = card.model
     final = ", ".join(f"{k} {v:.4f}" for k, v in card.final.items()) or "n/a"
+    best = ", ".join(f"{k} {v:.4f}" for k, v in card.best.items()) or "n/a"
+    stop = "stopped early" if card.stopped_early else "ran every epoch"
     return "\n".join(
         [
             f"# Model card: {m['name']} on {card.dataset}",
@@ -150,6 +167,8 @@ def render_card(card: ModelCard, schema: SnapshotSchema) -> str:
             f"- **Data:** snapshot `{card.data_hash[:12]}`, {card.train_rows:,} training rows.",
             f"- **Training:** {card.epochs} epochs, {card.steps:,} steps on "
             f"`{card.device}` (world size {card.world_size}), seed {card.seed}.",
+            f"- **Shipped weights:** epoch {card.best_epoch}, the best on `{card.monitor}` "
+            f"({stop}): {best}.",
             f"- **Last epoch:** {final}.",
             f"- **Weights:** `model.safetensors`, sha256 `{card.weights_sha256}`.",
             "",
