@@ -14,7 +14,11 @@ from closedloop.training.train import train
 def main() -> None:
     card = train(load_params())
     if card is not None:
-        print(f"train: {card.parameters:,} parameters, {card.epochs} epochs -> {CANDIDATE_DIR}/")
+        stop = "stopped early" if card.stopped_early else "every epoch run"
+        print(
+            f"train: {card.parameters:,} parameters, {card.epochs} epochs ({stop}); shipped the "
+            f"weights of epoch {card.best_epoch}, the best on {card.monitor} -> {CANDIDATE_DIR}/"
+        )
 
 
 if __name__ == "__main__":

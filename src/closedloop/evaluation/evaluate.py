@@ -63,6 +63,17 @@ def score(
     }
 
 
+def confusion_csv(matrix: list[list[int]], classes: list[str]) -> str:
+    """Every (actual, predicted) pair with its count, zeros included, for `dvc plots`: the
+    matrix stays square even for a class the model never predicts."""
+    rows = [
+        {"actual": a, "predicted": p, "count": matrix[i][j]}
+        for i, a in enumerate(classes)
+        for j, p in enumerate(classes)
+    ]
+    return csv_text(rows, ["actual", "predicted", "count"])
+
+
 def calibration_rows(probs: torch.Tensor, target: torch.Tensor, bins: int) -> list[dict]:
     """Reliability diagram points: mean confidence against accuracy per confidence bin."""
     conf, pred = probs.max(1)
@@ -175,10 +186,11 @@ def evaluate(
             target = torch.from_numpy(y)
             probs = predict_proba(model, x)
             scored = score(probs, target, config["classes"], mcfg)
+            matrix = scored.pop("confusion_matrix")
             write_json(
-                tmp / f"confusion_{split}.json",
-                {"classes": config["classes"], "matrix": scored.pop("confusion_matrix")},
+                tmp / f"confusion_{split}.json", {"classes": config["classes"], "matrix": matrix}
             )
+            write_text(tmp / f"confusion_{split}.csv", confusion_csv(matrix, config["classes"]))
             metrics[split] = scored
             frame = predictions_frame(df, probs, config)
             champion_only = {}
@@ -215,6 +227,14 @@ def evaluate(
                 tmp / f"calibration_{split}.csv",
                 csv_text(calibration, ["confidence", "accuracy", "count"]),
             )
+        # the y = x line of `dvc plots`' calibration plot: a perfectly calibrated model
+        write_text(
+            tmp / "calibration_perfect.csv",
+            csv_text(
+                [{"confidence": 0.0, "accuracy": 0.0}, {"confidence": 1.0, "accuracy": 1.0}],
+                ["confidence", "accuracy"],
+            ),
+        )
     entry = None if champion is None else champion[2]
     Comparison(
         champion=None

@@ -33,42 +33,51 @@ class Figure:
     kind: str = field(default="")  # forest | calibration | confusion | drift: the page's css class
 
 
+MAX_FOREST_SLICES = 40  # slice rows in the forest plot; the page's slice table has them all
+
+
 def _forest(comparison: Comparison, split: str, task: str, level: str) -> Figure | None:
-    labels, est, lows, highs = [], [], [], []
+    rows = []  # (label, delta, low, high)
     for name, comp in comparison.splits.items():
         for m in registry.task_metrics(task):
             e = comp.overall.get(m.name)
             if e is not None and e.delta is not None and e.ci_low is not None:
-                labels.append(f"{name}: {m.name} vs champion")
-                est.append(e.delta)
-                lows.append(e.ci_low)
-                highs.append(e.ci_high)
+                rows.append((f"{name}: {m.name} vs champion", e.delta, e.ci_low, e.ci_high))
     judged = comparison.splits.get(split)
+    slices, left_out = [], 0
     if judged is not None:
         for sname, values in judged.slices.items():
             for value, s in values.items():
                 for m in registry.task_metrics(task):
                     e = s.metric(m.name)
                     if e is not None and e.delta is not None and e.ci_low is not None:
-                        labels.append(f"{split}: {m.name}, {sname}={value}")
-                        est.append(e.delta)
-                        lows.append(e.ci_low)
-                        highs.append(e.ci_high)
+                        label = f"{split}: {m.name}, {sname}={value}"
+                        slices.append((label, e.delta, e.ci_low, e.ci_high))
+        if len(slices) > MAX_FOREST_SLICES:  # the most harmful lower bounds, in their order
+            keep = set(sorted(range(len(slices)), key=lambda i: slices[i][2])[:MAX_FOREST_SLICES])
+            left_out = len(slices) - len(keep)
+            slices = [r for i, r in enumerate(slices) if i in keep]
+        rows += slices
         for bname, b in judged.baselines.items():
             for metric, e in b.metrics.items():
-                labels.append(f"{split}: {metric} vs {bname.replace('_', ' ')}")
-                est.append(e.delta)
-                lows.append(e.ci_low)
-                highs.append(e.ci_high)
-    if not labels:
+                label = f"{split}: {metric} vs {bname.replace('_', ' ')}"
+                rows.append((label, e.delta, e.ci_low, e.ci_high))
+    if not rows:
         return None
+    labels, est, lows, highs = (list(c) for c in zip(*rows, strict=True))
+    more = (
+        f" {left_out} more slice rows, less harmful than these {MAX_FOREST_SLICES}, are in the "
+        "slice table."
+        if left_out
+        else ""
+    )
     return Figure(
         "Δ with its confidence interval",
         [plots.forest_plot(labels, est, lows, highs, ref=0.0, xlabel="Δ (candidate − other)")],
         f"Each row is the candidate minus the champion or a baseline on the same rows "
         f"(diamond: point estimate; bar: {level} paired bootstrap CI). Right of the dashed "
         "line the candidate is better; a bar that crosses it is a difference the data cannot "
-        "confirm. Slices show only with a champion.",
+        "confirm. Slices show only with a champion." + more,
         "forest",
     )
 
