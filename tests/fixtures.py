@@ -7,6 +7,11 @@ directory build on the same data; not a test module.
 from __future__ import annotations
 
 import functools
+import re
+import shutil
+import socket
+import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -315,3 +320,73 @@ def seattle_records(root: Path = ROOT) -> pd.DataFrame:
     frame["label"] = ev["actual"]
     frame["label_ts"] = ts + pd.Timedelta(days=1)
     return frame
+
+
+# ---------------------------------------------- a real browser (self-contained pages)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+# Chromium's own background services, which it calls even for about:blank; the page's requests
+# are whatever else reaches the proxy. The positive control shows a page request does.
+CHROMIUM_OWN = {
+    "clients2.google.com",
+    "update.googleapis.com",
+    "accounts.google.com",
+    "optimizationguide-pa.googleapis.com",
+    "redirector.gvt1.com",
+}
+
+
+class _RecordingProxy:
+    """A proxy that only records where each request was going, then drops it."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.hosts: list[str] = []
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(2)
+            try:
+                first = conn.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace")
+                target = first.split(" ")[1] if " " in first else first
+                self.hosts.append(re.sub(r"^[a-z]+://", "", target).split("/")[0].split(":")[0])
+            except OSError:
+                self.hosts.append("?")
+            finally:
+                conn.close()
+
+    def page_requests(self) -> list[str]:
+        return [h for h in self.hosts if h not in CHROMIUM_OWN]
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def chromium(page: Path, profile: Path, *mode: str) -> tuple[subprocess.CompletedProcess, list]:
+    """Headless Chromium on ``page`` behind a recording proxy: its result (``--dump-dom``'s DOM
+    on stdout, or ``--screenshot=…``) and the requests the page made."""
+    proxy = _RecordingProxy()
+    try:
+        proc = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--no-first-run", "--disable-extensions", f"--user-data-dir={profile}",
+             f"--proxy-server=http://127.0.0.1:{proxy.port}", "--proxy-bypass-list=<-loopback>",
+             *mode, page.as_uri()],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        proxy.close()
+    return proc, proxy.page_requests()

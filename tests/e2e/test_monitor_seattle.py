@@ -15,10 +15,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
-import subprocess
-import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +29,7 @@ from closedloop.reporting import plots
 from closedloop.rollout.records import from_frames, probabilities
 from closedloop.training.train import train
 from tests.conftest import ROOT
-from tests.fixtures import seattle_records
+from tests.fixtures import CHROMIUM, chromium, seattle_records
 
 
 @pytest.fixture(scope="module")
@@ -149,78 +145,10 @@ def test_drift_per_window_alerts_and_the_evidently_workspace(seattle_monitor):
 
 
 # ------------------------------------------------------------------ the browser
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-# Chromium's own background services, which it calls even for about:blank; the page's requests
-# are whatever else reaches the proxy. The positive control shows a page request does.
-CHROMIUM_OWN = {
-    "clients2.google.com",
-    "update.googleapis.com",
-    "accounts.google.com",
-    "optimizationguide-pa.googleapis.com",
-    "redirector.gvt1.com",
-}
-
-
-class _RecordingProxy:
-    """A proxy that only records where each request was going, then drops it."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.hosts: list[str] = []
-        self.sock.settimeout(0.2)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            conn.settimeout(2)
-            try:
-                first = conn.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace")
-                target = first.split(" ")[1] if " " in first else first
-                self.hosts.append(re.sub(r"^[a-z]+://", "", target).split("/")[0].split(":")[0])
-            except OSError:
-                self.hosts.append("?")
-            finally:
-                conn.close()
-
-    def page_requests(self) -> list[str]:
-        return [h for h in self.hosts if h not in CHROMIUM_OWN]
-
-    def close(self):
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
-
-
-def _chromium(page: Path, profile: Path, *mode: str) -> tuple[subprocess.CompletedProcess, list]:
-    """Chromium on ``page`` behind a recording proxy; its result and the page's requests."""
-    proxy = _RecordingProxy()
-    try:
-        proc = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", "--disable-extensions", f"--user-data-dir={profile}",
-             f"--proxy-server=http://127.0.0.1:{proxy.port}", "--proxy-bypass-list=<-loopback>",
-             *mode, page.as_uri()],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-    finally:
-        proxy.close()
-    return proc, proxy.page_requests()
-
-
 @pytest.mark.skipif(
     CHROMIUM is None, reason="needs Chromium (apt-get install -y chromium; .ci/run does)"
 )
-def test_the_page_in_headless_chromium(seattle_monitor, tmp_path):
+def test_the_page_in_headlesschromium(seattle_monitor, tmp_path):
     _, out, _ = seattle_monitor
     page = out / "monitor.html"
     html = page.read_text()
@@ -229,14 +157,14 @@ def test_the_page_in_headless_chromium(seattle_monitor, tmp_path):
 
     control = tmp_path / "control.html"  # a page that does fetch: the proxy must see it
     control.write_text('<html><body><img src="http://cdn.example.invalid/x.png"></body></html>')
-    _, requests = _chromium(control, tmp_path / "profile0", "--dump-dom")
+    _, requests = chromium(control, tmp_path / "profile0", "--dump-dom")
     assert "cdn.example.invalid" in requests, requests
 
-    dom, requests = _chromium(page, tmp_path / "profile1", "--dump-dom")
+    dom, requests = chromium(page, tmp_path / "profile1", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert requests == [], f"the page made network requests: {requests}"
     shot_path = tmp_path / "monitor.png"
-    shot, requests = _chromium(
+    shot, requests = chromium(
         page, tmp_path / "profile2", f"--screenshot={shot_path}", "--window-size=1200,2000"
     )
     assert shot.returncode == 0 and requests == [], shot.stderr[-2000:]

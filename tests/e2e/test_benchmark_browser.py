@@ -1,0 +1,115 @@
+"""reports/benchmark.html in a real browser: the plots are there, and the page fetches nothing.
+
+The loop runs as `dvc repro` would in a scratch directory, with a champion (the default
+model trained for three epochs) so that every figure has both sides: collect, train the
+champion and the candidate, evaluate, drift, gate, report. Headless Chromium then renders
+the page behind a proxy that records any request (tests/fixtures.py: chromium).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from closedloop.artefacts.champion import write_no_champion
+from closedloop.config import compose
+from closedloop.data.collect import collect
+from closedloop.evaluation.drift import drift
+from closedloop.evaluation.evaluate import evaluate
+from closedloop.gating.gate import gate_reports
+from closedloop.io import write_json
+from closedloop.paths import (
+    BENCHMARK_HTML,
+    CANDIDATE_DIR,
+    CHAMPION_DIR,
+    CHAMPION_ENTRY,
+    SNAPSHOT_DIR,
+)
+from closedloop.reporting import plots
+from closedloop.reporting.report import write_report
+from closedloop.training.train import train
+from tests.conftest import ROOT
+from tests.fixtures import CHROMIUM, chromium, entry
+
+KINDS = ("forest", "calibration", "confusion", "drift")
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("benchmark")
+    params = compose([], conf_dir=ROOT / "conf")
+    short = compose(["trainer.max_epochs=3"], conf_dir=ROOT / "conf")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        collect(params, SNAPSHOT_DIR, root / "data")
+        old = train(short, SNAPSHOT_DIR, CHAMPION_DIR)
+        write_json(
+            CHAMPION_ENTRY,
+            {"present": True, **entry(1, "v1.0.0"), "model_hash": old.weights_sha256},
+        )
+        train(params, SNAPSHOT_DIR, CANDIDATE_DIR)
+        evaluate(params)
+        write_no_champion(root / "none/entry.json")  # drift against the candidate's data
+        drift(params, champion_entry=root / "none/entry.json")
+        gate_reports(params)
+        write_report()
+    return root / BENCHMARK_HTML
+
+
+def figure(html: str, kind: str) -> str:
+    found = re.search(rf'<figure class="{kind}">(.*?)</figure>', html, re.S)
+    assert found, f"no {kind} figure"
+    return found.group(1)
+
+
+def test_every_plot_is_inline_svg(page):
+    html = page.read_text()
+    for kind in KINDS:
+        assert plots.count_svgs(figure(html, kind)) >= 1, kind
+    assert plots.count_svgs(figure(html, "confusion")) == 2  # candidate and champion
+    assert plots.count_svgs(figure(html, "calibration")) == 2  # val and production
+    assert "perfect (y = x)" in figure(html, "calibration")
+    forest = figure(html, "forest")
+    assert "accuracy vs champion" in forest and "vs best constant" in forest
+    assert "season=winter" in forest  # slices, with a champion
+    drifted = figure(html, "drift")
+    assert "temp_max" in drifted and "threshold" in drifted
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Chromium (apt-get install -y chromium; .ci/run does)"
+)
+def test_the_report_in_headless_chromium(page, tmp_path):
+    html = page.read_text()
+    assert "<script" not in html and not re.search(
+        r"""(?:src|href)\s*=\s*["']?(?!#)[a-z]+:""", html
+    )
+
+    control = tmp_path / "control.html"  # a page that does fetch: the proxy must see it
+    control.write_text('<html><body><img src="http://cdn.example.invalid/x.png"></body></html>')
+    _, requests = chromium(control, tmp_path / "profile0", "--dump-dom")
+    assert "cdn.example.invalid" in requests, requests
+
+    dom, requests = chromium(page, tmp_path / "profile1", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert requests == [], f"the page made network requests: {requests}"
+    rendered = dom.stdout
+    for kind in KINDS:  # each kind of plot, as the browser built the DOM
+        assert plots.count_svgs(figure(rendered, kind)) >= 1, kind
+    assert plots.count_svgs(rendered) >= 6
+    assert rendered.count("<path") > 50
+    text = re.sub(r"<[^>]+>", " ", rendered)
+    assert "closedloop benchmark" in text and "Baselines" in text and "Shipped weights" in text
+
+    shot = tmp_path / "benchmark.png"
+    proc, requests = chromium(
+        page, tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1200,4000"
+    )
+    assert proc.returncode == 0 and requests == [] and shot.stat().st_size > 10_000
+    keep = ROOT / ".pytest-artifacts"
+    keep.mkdir(exist_ok=True)
+    shutil.copy(shot, keep / "benchmark.png")
+    shutil.copy(page, keep / "benchmark.html")
