@@ -1,7 +1,7 @@
 """reports/benchmark.html in a real browser: the plots are there, and the page fetches nothing.
 
 The loop runs as `dvc repro` would in a scratch directory, with a champion (the default
-model trained for three epochs) so that every figure has both sides: collect, train the
+model trained for two epochs) so that every figure has both sides: collect, train the
 champion and the candidate, evaluate, drift, gate, report. Headless Chromium then renders
 the page behind a proxy that records any request (tests/fixtures.py: chromium).
 """
@@ -41,7 +41,7 @@ KINDS = ("forest", "calibration", "confusion", "drift")
 def page(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("benchmark")
     params = compose([], conf_dir=ROOT / "conf")
-    short = compose(["trainer.max_epochs=3"], conf_dir=ROOT / "conf")
+    short = compose(["trainer.max_epochs=2"], conf_dir=ROOT / "conf")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         collect(params, SNAPSHOT_DIR, root / "data")
