@@ -8,19 +8,23 @@ the page behind a proxy that records any request (tests/fixtures.py: chromium).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from closedloop.artefacts.champion import write_no_champion
 from closedloop.config import compose
 from closedloop.data.collect import collect
+from closedloop.data.snapshot import read_schema, read_split, tensors
 from closedloop.evaluation.drift import drift
 from closedloop.evaluation.evaluate import evaluate
 from closedloop.gating.gate import gate_reports
 from closedloop.io import write_json
+from closedloop.models.persist import load_model, predict_proba
 from closedloop.paths import (
     BENCHMARK_HTML,
     CANDIDATE_DIR,
@@ -108,8 +112,33 @@ def test_the_report_in_headless_chromium(page, tmp_path):
     proc, requests = chromium(
         page, tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1200,4000"
     )
-    assert proc.returncode == 0 and requests == [] and shot.stat().st_size > 10_000
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert requests == [], f"the page made network requests: {requests}"
+    assert shot.stat().st_size > 10_000
     keep = ROOT / ".pytest-artifacts"
     keep.mkdir(exist_ok=True)
     shutil.copy(shot, keep / "benchmark.png")
     shutil.copy(page, keep / "benchmark.html")
+
+
+def test_the_champions_ece_is_measured_on_the_same_rows(page):
+    """It used to be n/a: evaluate now scores the champion's probabilities as well."""
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    root = page.parents[1]
+    params = compose([], conf_dir=ROOT / "conf")
+    ece = json.loads((root / "reports/comparison.json").read_text())["splits"]["production"][
+        "overall"
+    ]["ece"]
+    model, config = load_model(root / CHAMPION_DIR, params["allowed_targets"])
+    schema = read_schema(root / SNAPSHOT_DIR)
+    x, y = tensors(read_split("production", root / SNAPSHOT_DIR), schema)
+    probs = predict_proba(model, x)
+    expected = MulticlassCalibrationError(
+        len(config["classes"]), n_bins=params["metrics"]["ece_bins"], norm="l1"
+    )(probs, torch.from_numpy(y))
+    assert ece["champion"] == pytest.approx(float(expected), abs=1e-6)
+    assert ece["delta"] == pytest.approx(ece["candidate"] - ece["champion"], abs=2e-6)
+    md = (root / "reports/benchmark.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| production | ece"))
+    assert f"| {ece['champion']:.3f} |" in row and "n/a | n/a" not in row

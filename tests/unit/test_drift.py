@@ -42,8 +42,9 @@ def test_real_label_and_prediction_shift_is_detected(drift_seattle):
     assert summary["drifted_share"] == len(drifted) / summary["n_columns"]
     assert summary["dataset_drift"] == (summary["drifted_share"] >= 0.5)
     assert sorted(summary["top_drifted"]) == sorted(drifted)
-    # The label ("rain": 191 days in 2012, 3 in 2014) and predictions shift most: p-values ~0.
-    assert set(summary["top_drifted"][:2]) == {"weather", "prediction"}
+    # The label shifts most ("rain": 191 days in 2012, 3 in 2014): p-value ~0. The shipped
+    # model is the best epoch by val loss (epoch 2), whose predictions shift less (p ~0.01).
+    assert summary["top_drifted"][0] == "weather" and "prediction" in summary["top_drifted"]
 
 
 def test_the_same_data_does_not_drift(drift_project):
