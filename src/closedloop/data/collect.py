@@ -70,6 +70,7 @@ def collect(
 
     record = {
         "dataset": ds["name"],
+        "task": ds["task"],
         "source": ds["source"],
         "target": ds["target"],
         "time_column": ds["time_column"],

@@ -53,7 +53,7 @@ def make_trainer(trainer_cfg: dict) -> L.Trainer:
 
 def loaders(
     params: dict, snapshot: Path
-) -> tuple[SnapshotSchema, DataLoader, DataLoader, torch.Tensor]:
+) -> tuple[SnapshotSchema, DataLoader, DataLoader, tuple[torch.Tensor, torch.Tensor]]:
     schema = read_schema(snapshot)
     x_tr, y_tr = tensors(read_split("train", snapshot), schema)
     x_va, y_va = tensors(read_split("val", snapshot), schema)
@@ -72,7 +72,7 @@ def loaders(
         batch_size=4096,
         num_workers=workers,
     )
-    return schema, train_dl, val_dl, torch.from_numpy(x_tr)
+    return schema, train_dl, val_dl, (torch.from_numpy(x_tr), torch.from_numpy(y_tr))
 
 
 def train(
@@ -81,12 +81,16 @@ def train(
     """Train and save the candidate; return its model card (None on non-zero DDP ranks)."""
     pin(params.get("numerics"))  # the same bytes on any x86-64 CPU (closedloop.numerics)
     L.seed_everything(params["seed"], workers=True, verbose=False)
-    schema, train_dl, val_dl, x_train = loaders(params, snapshot)
+    schema, train_dl, val_dl, (x_train, y_train) = loaders(params, snapshot)
     allowed = params["allowed_targets"]
     # The network is built first, right after seeding: its initial weights are the first
     # draws from the seeded generator, so the same config gives the same weights.
-    model = build_model(params["model"], len(schema.features), len(schema.classes), allowed)
+    model = build_model(
+        params["model"], len(schema.features), len(schema.classes), allowed, task=schema.task
+    )
     model.set_standardisation(x_train)
+    if schema.task == "regression":
+        model.set_target_standardisation(y_train)
     lit = build_module(params["model"], model, allowed)
     trainer = make_trainer(params["trainer"])
 
@@ -100,6 +104,7 @@ def train(
 
     model = model.cpu().eval()
     config = {
+        "task": schema.task,
         "model": params["model"],
         "features": schema.features,
         "classes": schema.classes,
@@ -142,8 +147,9 @@ def render_card(card: ModelCard, schema: SnapshotSchema) -> str:
         [
             f"# Model card: {m['name']} on {card.dataset}",
             "",
-            f"- **Task:** predict `{schema.target}` ({', '.join(schema.classes)}) "
-            f"from {len(schema.features)} features.",
+            f"- **Task:** {schema.task}: predict `{schema.target}`"
+            + (f" ({', '.join(schema.classes)})" if schema.classes else " (a number)")
+            + f" from {len(schema.features)} features.",
             f"- **Network:** `{m['net']['_target_']}`, {card.parameters:,} parameters; "
             f"trained by `{m['module']['_target_']}` with `{m['optimizer']['_target_']}` and "
             f"`{m['loss']['_target_']}`.",
