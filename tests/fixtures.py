@@ -102,6 +102,7 @@ def split_info(rows: int, time_min: str | None = None, time_max: str | None = No
 
 SCHEMA = {
     "dataset": "seattle_weather",
+    "task": "multiclass",
     "source": "seattle_weather",
     "target": "weather",
     "time_column": "date",
@@ -185,7 +186,12 @@ def gate_reports(scenario: str) -> tuple[dict, dict]:
     }[scenario]
     frame, cols = eval_frame(cand, champ)
     comp = compare_split(frame, s["classes"], cols, METRICS_CFG, s["baseline_class"])
-    comparison = {"champion": None, "baseline_class": s["baseline_class"], "splits": {}}
+    comparison = {
+        "champion": None,
+        "task": "multiclass",
+        "baseline_class": s["baseline_class"],
+        "splits": {},
+    }
     comparison["splits"]["production"] = comp
     metrics = {
         "production": {

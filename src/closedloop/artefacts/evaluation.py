@@ -145,9 +145,7 @@ class Comparison(Artefact):
     PATH: ClassVar[Path] = COMPARISON
 
     champion: ComparedChampion | None
-    task: Literal["binary", "multiclass", "regression"] = Field(
-        "multiclass", description="the dataset's task"
-    )
+    task: Literal["binary", "multiclass", "regression"] = Field(description="the dataset's task")
     baseline_class: str | None = Field(
         description="the most frequent class of the training split; null for regression"
     )

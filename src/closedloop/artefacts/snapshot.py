@@ -37,9 +37,7 @@ class SnapshotSchema(Artefact):
     PATH: ClassVar[Path] = SCHEMA
 
     dataset: str
-    task: Literal["binary", "multiclass", "regression"] = Field(
-        "multiclass", description="dataset.task; snapshots written before it were multiclass"
-    )
+    task: Literal["binary", "multiclass", "regression"] = Field(description="dataset.task")
     source: str | dict[str, Any] = Field(description="a built-in source, or its _target_ call")
     target: str
     time_column: str | None

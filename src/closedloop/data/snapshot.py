@@ -97,8 +97,9 @@ def split_frame(df: pd.DataFrame, cfg: dict, seed: int) -> dict[str, pd.DataFram
     elif sp["strategy"] == "sorted":
         fr = sp["fractions"]
         ordered = df.sort_values(sp["order_by"], kind="stable")
-        cuts = np.cumsum([round(fr["train"] * len(df)), round(fr["val"] * len(df))])
-        out = dict(zip(SPLITS, np.split(ordered, cuts), strict=True))
+        a = round(fr["train"] * len(df))
+        b = a + round(fr["val"] * len(df))
+        out = {"train": ordered.iloc[:a], "val": ordered.iloc[a:b], "production": ordered.iloc[b:]}
     else:
         from sklearn.model_selection import train_test_split
 

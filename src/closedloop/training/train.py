@@ -19,7 +19,7 @@ from closedloop.artefacts.card import ModelCard
 from closedloop.artefacts.snapshot import SnapshotSchema
 from closedloop.data.snapshot import read_schema, read_split, tensors
 from closedloop.io import atomic_dir, csv_text, write_text
-from closedloop.models.nets import build_model, count_parameters
+from closedloop.models.nets import TASK_LOSS, build_model, count_parameters
 from closedloop.models.persist import save_model
 from closedloop.numerics import pin
 from closedloop.paths import CANDIDATE_DIR, CARD_JSON, CARD_MD, SNAPSHOT_DIR, TRAIN_HISTORY
@@ -152,7 +152,7 @@ def render_card(card: ModelCard, schema: SnapshotSchema) -> str:
             + f" from {len(schema.features)} features.",
             f"- **Network:** `{m['net']['_target_']}`, {card.parameters:,} parameters; "
             f"trained by `{m['module']['_target_']}` with `{m['optimizer']['_target_']}` and "
-            f"`{m['loss']['_target_']}`.",
+            f"`{(m['loss'] or {'_target_': TASK_LOSS[schema.task]})['_target_']}`.",
             f"- **Data:** snapshot `{card.data_hash[:12]}`, {card.train_rows:,} training rows.",
             f"- **Training:** {card.epochs} epochs, {card.steps:,} steps on "
             f"`{card.device}` (world size {card.world_size}), seed {card.seed}.",
