@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from closedloop.capture.rules import FeedbackRule
+from closedloop.capture.rules import FeedbackRule, rule_for
 
 PREDICTIONS = "part-predictions-"
 FEEDBACK = "part-feedback-"
@@ -467,7 +467,7 @@ def load(
 ) -> Feedback:
     """Join predictions with their latest feedback into labelled rows in snapshot form."""
     now = now or pd.Timestamp(dt.datetime.now(dt.timezone.utc))
-    rule = FeedbackRule(classes)
+    rule = rule_for(ds["task"], classes)
     found, ignored = scan(data_dir)
     p_reader = _Reader(_PredictionRules(now, features), found["predictions"])
     f_reader = _Reader(_FeedbackRules(now, rule), found["feedback"])
@@ -557,5 +557,9 @@ def _labelled(
     source = answer["source"].to_pandas().fillna("unknown").astype(str)
     labelled["origin"] = ("feedback:" + source).to_numpy()
     # No label (a reject without one), or an accepted prediction the dataset does not know.
-    labelled = labelled[labelled[ds["target"]].isin(classes)]
+    if ds["task"] == "regression":  # the rule kept only finite numbers (or none at all)
+        labelled = labelled[labelled[ds["target"]].notna()]
+        labelled[ds["target"]] = labelled[ds["target"]].astype(float)
+    else:
+        labelled = labelled[labelled[ds["target"]].isin(classes)]
     return labelled.sort_values("_when", kind="stable").reset_index(drop=True)

@@ -5,7 +5,7 @@ confidence, impact and slice labels, in reports/errors.parquet; reports/errors.m
 errors.md.j2) summarises the top confusions and the errors by time bucket, slice and confidence. Impact is the
 confidence the model had in its wrong answer: a sure mistake costs more than a coin flip.
 
-For regression every row has an error: its residual (predicted − actual), and its impact is
+For regression every row has an error: its residual (predicted - actual), and its impact is
 the absolute residual; reports/errors.md (template errors_regression.md.j2) lists the largest
 residuals and the residuals by slice and by month.
 
