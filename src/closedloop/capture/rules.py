@@ -78,7 +78,7 @@ class FeedbackRule:
 
 
 # A number as text, as a regressor's labels are stored (JSON numbers, repr of floats).
-NUMBER = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
+NUMBER = r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"
 
 
 def as_number(label: Any) -> float | None:
