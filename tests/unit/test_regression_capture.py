@@ -21,7 +21,9 @@ from closedloop.training.train import train
 from tests.conftest import ROOT
 
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
-PATIENT = dict(zip(FEATURES, [59.0, 2.0, 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0]))
+PATIENT = dict(
+    zip(FEATURES, [59.0, 2.0, 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0], strict=True)
+)
 
 
 @pytest.fixture(scope="module")
