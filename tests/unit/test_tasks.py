@@ -97,6 +97,10 @@ def test_batched_rank_aucs_agree_with_sklearn_on_every_resample_with_ties():
         assert auc[i] == pytest.approx(skm.roc_auc_score(y[i], s[i]), abs=1e-12)
         assert ap[i] == pytest.approx(skm.average_precision_score(y[i], s[i]), abs=1e-12)
     assert np.isnan(binary.roc_auc_on_scores(np.zeros((1, 5)), s[:1, :5], 0.5)).all()
+    # What the bootstrap resamples for them: dense ranks, ranked once; the same values.
+    ranks = np.unique(s, return_inverse=True)[1].reshape(s.shape)
+    assert np.array_equal(binary.roc_auc_on_scores(y, ranks, 0.5), auc)
+    assert np.allclose(binary.pr_auc_on_scores(y, ranks, 0.5), ap, rtol=0, atol=1e-15)
 
 
 # ------------------------------------------------------------------------------- the gate

@@ -84,6 +84,8 @@ def paired_delta_ci(
     delta = candidate - champion
     low = high = delta
     if len(y) >= 2 and not np.array_equal(cand, champ):
+        if registry.get(metric, task).ranks_only:  # the same value from ranks, ranked once
+            cand, champ = (np.unique(a, return_inverse=True)[1] for a in (cand, champ))
         aux = _aux(task, threshold, y, cand, champ)
 
         def statistic(y, cand, champ, axis=-1):

@@ -30,6 +30,9 @@ class Metric:
     higher_is_better: bool
     score: Callable[[Any, Any, dict], float]
     on_labels: Callable[[np.ndarray, np.ndarray, Any], np.ndarray] | None = None
+    # Depends on the order of the scores only (ROC-AUC, PR-AUC): the bootstrap may resample
+    # their dense ranks (small integers) instead, and on_labels counts them without a sort.
+    ranks_only: bool = False
 
     @property
     def comparable(self) -> bool:

@@ -3,26 +3,44 @@ decision threshold ``metrics.threshold``.
 
 The positive class is the dataset's second class (``classes[1]``). Headline values come from
 torchmetrics on the positive-class probability; the paired bootstrap uses numpy on the same
-scores, batched over resamples: the AUCs by ranks (no Python loop over resamples), the
+scores, batched over resamples: the AUCs from counts per distinct score (a rank-based
+Mann-Whitney AUC and sklearn's average precision, no sort per resample), the
 thresholded metrics from counts. All agree with scikit-learn (tests/unit/test_tasks.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 from closedloop.metrics.base import Metric
 
 
 # ------------------------------------------------ from scores (paired bootstrap, batched)
+def _tie_groups(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positives and negatives per distinct score, in ascending score order, for each row of
+    (..., n) arrays: two bincounts. Scores given as dense ranks (integers) need no sort at all:
+    the bootstrap resamples those, ranked once (Metric.ranks_only)."""
+    y, score = np.asarray(y), np.asarray(score)
+    lead, n = score.shape[:-1], score.shape[-1]
+    if np.issubdtype(score.dtype, np.integer):  # dense ranks already (see Metric.ranks_only)
+        group, u = score.reshape(-1, n), int(score.max()) + 1 if score.size else 0
+    else:
+        values, group = np.unique(score, return_inverse=True)
+        group, u = group.reshape(-1, n), len(values)
+    m = group.shape[0]
+    cell = (np.arange(m)[:, None] * u + group).ravel()
+    positive = (y == 1).reshape(-1)
+    pos = np.bincount(cell[positive], minlength=m * u).reshape(m, u)
+    neg = np.bincount(cell[~positive], minlength=m * u).reshape(m, u)
+    return pos.reshape(*lead, u), neg.reshape(*lead, u)
+
+
 def roc_auc_on_scores(y: np.ndarray, score: np.ndarray, threshold: float) -> np.ndarray:
     """Mann-Whitney AUC along the last axis (ties count half); NaN without both classes."""
-    y = np.asarray(y) == 1
-    ranks = rankdata(score, axis=-1)  # average ranks: ties count half, as sklearn's
-    n_pos = y.sum(axis=-1)
-    n_neg = y.shape[-1] - n_pos
-    u = np.where(y, ranks, 0).sum(axis=-1) - n_pos * (n_pos + 1) / 2
+    pos, neg = _tie_groups(y, score)
+    below = np.cumsum(neg, axis=-1) - neg  # negatives scored strictly lower
+    n_pos, n_neg = pos.sum(axis=-1), neg.sum(axis=-1)
+    u = (pos * (below + 0.5 * neg)).sum(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
@@ -30,21 +48,14 @@ def roc_auc_on_scores(y: np.ndarray, score: np.ndarray, threshold: float) -> np.
 def pr_auc_on_scores(y: np.ndarray, score: np.ndarray, threshold: float) -> np.ndarray:
     """Average precision (sklearn's step-wise sum over distinct score thresholds) along the
     last axis; NaN without a positive."""
-    y, score = np.asarray(y), np.asarray(score, dtype=float)
-    order = np.argsort(-score, axis=-1, kind="stable")
-    s = np.take_along_axis(score, order, axis=-1)
-    hit = np.take_along_axis(y == 1, order, axis=-1)
-    tp = np.cumsum(hit, axis=-1)
-    rank = np.arange(1, y.shape[-1] + 1)
-    # A threshold ends where the next score differs (tied scores form one step).
-    ends = np.ones(s.shape, dtype=bool)
-    ends[..., :-1] = s[..., 1:] != s[..., :-1]
-    tp_at_ends = np.maximum.accumulate(np.where(ends, tp, 0), axis=-1)
-    previous = np.concatenate([np.zeros((*tp.shape[:-1], 1)), tp_at_ends[..., :-1]], axis=-1)
-    gain = np.where(ends, (tp - previous) * tp / rank, 0.0).sum(axis=-1)
+    pos, neg = _tie_groups(y, score)
+    pos, neg = pos[..., ::-1], neg[..., ::-1]  # highest score first: one threshold per group
+    tp = np.cumsum(pos, axis=-1)
+    said = tp + np.cumsum(neg, axis=-1)
     n_pos = tp[..., -1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(n_pos > 0, gain / n_pos, np.nan)
+        precision = np.where(said > 0, tp / np.maximum(said, 1), 0.0)
+        return np.where(n_pos > 0, (pos * precision).sum(axis=-1) / n_pos, np.nan)
 
 
 def _counts(y: np.ndarray, score: np.ndarray, threshold: float):
@@ -108,8 +119,8 @@ def f1(probs, target, cfg: dict) -> float:
 
 
 METRICS = (
-    Metric("roc_auc", True, roc_auc, roc_auc_on_scores),  # area under the ROC curve
-    Metric("pr_auc", True, pr_auc, pr_auc_on_scores),  # average precision (area under PR)
+    Metric("roc_auc", True, roc_auc, roc_auc_on_scores, ranks_only=True),  # area under ROC
+    Metric("pr_auc", True, pr_auc, pr_auc_on_scores, ranks_only=True),  # average precision
     Metric("precision", True, precision, precision_on_scores),  # at metrics.threshold
     Metric("recall", True, recall, recall_on_scores),  # at metrics.threshold
     Metric("f1", True, f1, f1_on_scores),  # at metrics.threshold
