@@ -185,6 +185,11 @@ def query(
 ) -> pd.DataFrame:
     """Filter the error table by failure type, time range, impact and slice."""
     out = errors
+    if failure_type and "failure_type" not in errors.columns:
+        raise DataError(
+            f"--type {failure_type!r}: a regressor's errors have no failure type; "
+            "filter by --min-impact (the absolute residual) or --slice"
+        )
     if failure_type:
         wanted = failure_type.replace("->", ARROW)
         if ARROW not in wanted:
