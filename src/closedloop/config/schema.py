@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from closedloop import metrics
+from closedloop.config.online import MonitorConfig, RolloutConfig
 from closedloop.errors import ConfigRuleError as At
 from closedloop.numerics import check as check_numerics
 
@@ -364,6 +365,8 @@ class Params(Strict):
     drift: DriftConfig
     gates: GatesConfig
     serve: ServeConfig
+    rollout: RolloutConfig
+    monitor: MonitorConfig
     code: dict[str, str]
 
     @model_validator(mode="after")
@@ -393,4 +396,15 @@ def compared_metrics(compare: list[str] | None, task: str) -> list[str]:
     return list(compare) if compare is not None else list(metrics.names(task, comparable=True))
 
 
-GROUPS = ("dataset", "model", "trainer", "metrics", "slices", "drift", "gates", "serve")
+GROUPS = (
+    "dataset",
+    "model",
+    "trainer",
+    "metrics",
+    "slices",
+    "drift",
+    "gates",
+    "serve",
+    "rollout",
+    "monitor",
+)
