@@ -133,7 +133,7 @@ def test_too_few_samples_is_inconclusive():
     def first_60_days(comparison, metrics):
         s = seattle()
         frame, cols = eval_frame(s["candidate"], s["champion"])
-        comp = compare_split(frame.iloc[:60], s["classes"], cols, METRICS_CFG)
+        comp = compare_split(frame.iloc[:60], s["classes"], cols, METRICS_CFG, "sun")
         comp["baselines"] = compare_baselines(
             frame.iloc[:60], s["classes"], "sun", s["persistence"][:60], METRICS_CFG
         )

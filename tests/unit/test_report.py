@@ -70,6 +70,7 @@ def write_inputs(root, n_slice_values=3, verdict="fail", drift=True):
         "n": 730,
         "has_champion": True,
         "overall": {"accuracy": metric(0.62, 0.55), "macro_f1": metric(0.31, 0.30)},
+        "baseline": {"accuracy": 0.01, "macro_f1": 0.004},
         "baselines": {
             "dummy": {
                 "description": "always the training split's majority class, rain",
@@ -89,6 +90,7 @@ def write_inputs(root, n_slice_values=3, verdict="fail", drift=True):
         root / "reports/comparison.json",
         {
             "champion": {"version": "v1.0.0", "model_hash": "a" * 64, "commit": "c" * 40},
+            "task": "multiclass",
             "baseline_class": "rain",
             "splits": {"production": comp},
         },
@@ -177,7 +179,8 @@ def test_comment_stays_under_githubs_limit_and_says_so(tmp_path, monkeypatch):
     md, page = render()
     assert len(md) < COMMENT_LIMIT
     assert "1940 more slice rows truncated; see `reports/comparison.json`" in md  # 60 shown
-    assert page.count("value-") == 2_000  # the HTML artefact keeps everything
+    tables = page[: page.index('<h3 id="plots">')]  # the forest plot shows 40 slices
+    assert tables.count("value-") == 2_000  # the HTML artefact keeps every row
 
 
 def test_long_rows_shrink_the_tables_until_the_comment_fits(tmp_path, monkeypatch):
@@ -193,7 +196,7 @@ def test_long_rows_shrink_the_tables_until_the_comment_fits(tmp_path, monkeypatc
     shown = md.count("-value-")
     assert 0 < shown < 60 and f"{60 - shown} more slice rows truncated" in md
     assert md.startswith(MARKER) and "Training cost" in md  # later sections survive
-    assert page.count("-value-") == 60
+    assert page[: page.index('<h3 id="plots">')].count("-value-") == 60
 
 
 def test_html_is_self_contained(inputs):

@@ -61,7 +61,7 @@ def test_metrics_agree_with_sklearn(digits_predictions):
 def test_compare_split_overall_matches_sklearn_and_is_json():
     s = seattle()
     frame, cols = eval_frame(s["candidate"], s["champion"])
-    out = compare_split(frame, s["classes"], cols, METRICS_CFG)
+    out = compare_split(frame, s["classes"], cols, METRICS_CFG, s["baseline_class"])
     y = s["prod"].weather
     acc = out["overall"]["accuracy"]
     assert acc["candidate"] == pytest.approx(accuracy_score(y, s["candidate"]), abs=1e-6)
@@ -72,6 +72,7 @@ def test_compare_split_overall_matches_sklearn_and_is_json():
     assert f1 == pytest.approx(
         f1_score(y, s["candidate"], average="macro", zero_division=0), abs=1e-6
     )
+    assert out["baseline"]["accuracy"] == pytest.approx((y == s["baseline_class"]).mean(), abs=1e-6)
     assert out["n"] == len(y) and out["has_champion"]
     assert set(out["slices"]) == {"season", "true_class", "precipitation"}
     winter = out["slices"]["season"]["winter"]
@@ -79,13 +80,13 @@ def test_compare_split_overall_matches_sklearn_and_is_json():
     assert set(winter) == {"n", "accuracy", "macro_f1", "mcnemar", "p_holm"}
     assert winter["p_holm"] >= winter["mcnemar"]["p_value"]
     json.dumps(out, allow_nan=False)
-    assert compare_split(frame, s["classes"], cols, METRICS_CFG) == out
+    assert compare_split(frame, s["classes"], cols, METRICS_CFG, s["baseline_class"]) == out
 
 
 def test_compare_split_without_champion_has_nulls():
     s = seattle()
     frame, cols = eval_frame(s["candidate"])
-    out = compare_split(frame, s["classes"], cols, METRICS_CFG)
+    out = compare_split(frame, s["classes"], cols, METRICS_CFG, s["baseline_class"])
     assert not out["has_champion"] and out["mcnemar"] is None
     acc = out["overall"]["accuracy"]
     assert acc["candidate"] > 0
@@ -97,13 +98,13 @@ def test_compare_split_without_champion_has_nulls():
 def test_compare_split_edge_cases():
     cfg = METRICS_CFG
     empty = pd.DataFrame({"actual": [], "predicted": [], "slice_s": []})
-    assert compare_split(empty, ["a", "b"], ["slice_s"], cfg)["overall"] == {}
+    assert compare_split(empty, ["a", "b"], ["slice_s"], cfg, "a")["overall"] == {}
     # A label the model does not know (say, a new class in feedback) is scored, not dropped.
     odd = pd.DataFrame({"actual": ["a", "new", "b"], "predicted": ["a", "b", "b"]})
-    out = compare_split(odd, ["a", "b"], [], cfg)
+    out = compare_split(odd, ["a", "b"], [], cfg, "a")
     assert out["overall"]["accuracy"]["candidate"] == pytest.approx(2 / 3, abs=1e-6)
     with pytest.raises(DataError, match=r"slice_season"):
-        compare_split(odd, ["a", "b"], ["slice_season"], cfg)
+        compare_split(odd, ["a", "b"], ["slice_season"], cfg, "a")
 
 
 def test_bootstrap_is_deterministic_and_seeded():

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from closedloop import metrics as registry
-from closedloop.evaluation.statistics import metric_value, paired_delta_ci
+from closedloop.config.schema import compared_metrics
+from closedloop.evaluation.statistics import _outputs, metric_value, paired_delta_ci
 
 NAMES = ("dummy", "best_constant", "persistence")  # conf/gates/: beat_baseline.baselines
 
@@ -40,9 +41,17 @@ def persistence_labels(
     return out.astype(str)
 
 
-def _entry(metric: str, y, cand, base, mcfg: dict) -> dict:
+def _entry(metric: str, y, cand, base, mcfg: dict, task: str) -> dict:
     d = paired_delta_ci(
-        metric, y, cand, base, mcfg["confidence_level"], mcfg["n_resamples"], mcfg["bootstrap_seed"]
+        metric,
+        y,
+        cand,
+        base,
+        mcfg["confidence_level"],
+        mcfg["n_resamples"],
+        mcfg["bootstrap_seed"],
+        task,
+        mcfg.get("threshold"),
     )
     return {
         "candidate": d["candidate"],
@@ -53,62 +62,92 @@ def _entry(metric: str, y, cand, base, mcfg: dict) -> dict:
     }
 
 
+def _encoded(frame, classes, dummy, persistence, task):
+    """y, the candidate's outputs, the dummy's, the constants to try {name: value} and the
+    persistence outputs, all as the task's bootstrap resamples them (statistics._outputs)."""
+    n = len(frame)
+    if task == "regression":
+        y, cand, _, dummy_out = _outputs(frame, classes, dummy, task)
+        constants = {
+            f"{np.mean(y):.4g} (the mean)": np.mean(y),
+            f"{np.median(y):.4g} (the median)": np.median(y),
+        }
+        prev = None
+        if persistence is not None:
+            prev = np.array([float(v) if v != "" else float(dummy) for v in persistence])
+        return y, cand, dummy_out, {k: np.full(n, v) for k, v in constants.items()}, prev
+    if task == "binary":
+        y, cand, _, dummy_out = _outputs(frame, classes, dummy, task)
+        constants = {c: np.full(n, float(i == 1)) for i, c in enumerate(classes[:2])}
+        prev = None
+        if persistence is not None:
+            labels = np.where(persistence == "", str(dummy), persistence)
+            prev = (labels == classes[1]).astype(float)
+        return y, cand, dummy_out, constants, prev
+    actual, predicted = (frame[c].astype(str).to_numpy() for c in ("actual", "predicted"))
+    extra = set() if persistence is None else set(persistence) - {""}
+    seen = set(actual) | set(predicted) | extra | {str(dummy)}
+    categories = list(classes) + sorted(seen - set(classes))  # unseen labels still count
+    code = lambda v: pd.Categorical(v, categories=categories).codes.astype(np.int64)  # noqa: E731
+    constants = {c: np.full(n, i, dtype=np.int64) for i, c in enumerate(categories)}
+    prev = None
+    if persistence is not None:  # a first row with nothing before it repeats the dummy's class
+        prev = code(np.where(persistence == "", str(dummy), persistence))
+    return code(actual), code(predicted), constants[str(dummy)], constants, prev
+
+
 def compare_baselines(
     frame: pd.DataFrame,
     classes: list[str],
-    dummy_class: str,
+    dummy,
     persistence: np.ndarray | None,
     mcfg: dict,
+    task: str = registry.DEFAULT_TASK,
 ) -> dict:
-    """Every baseline against the candidate on one split of reports/eval/ (``actual`` and
-    ``predicted``); ``persistence`` from persistence_labels, or None without a time column."""
-    actual, predicted = (frame[c].astype(str).to_numpy() for c in ("actual", "predicted"))
-    n = len(actual)
-    if n == 0:
+    """Every baseline against the candidate on one split of reports/eval/; ``dummy`` is the
+    task's (the majority training class, or the mean training target), ``persistence`` from
+    persistence_labels, or None without a time column."""
+    if len(frame) == 0:
         return {}
-    extra = set() if persistence is None else set(persistence) - {""}
-    seen = set(actual) | set(predicted) | extra | {dummy_class}
-    categories = list(classes) + sorted(seen - set(classes))  # unseen labels still count
-    y, cand = (
-        pd.Categorical(v, categories=categories).codes.astype(np.int64) for v in (actual, predicted)
+    y, cand, dummy_out, constants, prev = _encoded(frame, classes, dummy, persistence, task)
+    compared = compared_metrics(mcfg["compare"], task)
+    what = (
+        f"the mean training target, {float(dummy):.4g}"
+        if task == "regression"
+        else (f"always the training split's majority class, {dummy}")
     )
-    out = {}
-    dummy = np.full(n, categories.index(dummy_class), dtype=np.int64)
-    out["dummy"] = {
-        "description": f"always the training split's majority class, {dummy_class}",
-        "hindsight": False,
-        "metrics": {m: _entry(m, y, cand, dummy, mcfg) for m in mcfg["compare"]},
+    out = {
+        "dummy": {
+            "description": what,
+            "hindsight": False,
+            "metrics": {m: _entry(m, y, cand, dummy_out, mcfg, task) for m in compared},
+        }
     }
     best, chosen = {}, {}
-    for m in mcfg["compare"]:
-        declared = registry.get(m)
-        values = {
-            c: metric_value(m, y, np.full(n, i, dtype=np.int64)) for i, c in enumerate(categories)
-        }
-        pick = (max if declared.higher_is_better else min)(values, key=lambda c: values[c])
+    threshold = mcfg.get("threshold")
+    for m in compared:
+        declared = registry.get(m, task)
+        values = {c: metric_value(m, y, v, task, threshold) for c, v in constants.items()}
+        finite = {c: v for c, v in values.items() if np.isfinite(v)} or values
+        pick = (max if declared.higher_is_better else min)(finite, key=lambda c: finite[c])
         chosen[m] = pick
-        best[m] = {
-            **_entry(m, y, cand, np.full(n, categories.index(pick), dtype=np.int64), mcfg),
-            "constant": pick,
-        }
+        best[m] = {**_entry(m, y, cand, constants[pick], mcfg, task), "constant": str(pick)}
+    kind = "value" if task == "regression" else "class"
     picks = sorted(set(chosen.values()))
     which = (
         f"always {picks[0]}"
         if len(picks) == 1
-        else "always one class, per metric: " + ", ".join(f"{c} ({m})" for m, c in chosen.items())
+        else "always one answer, per metric: " + ", ".join(f"{c} ({m})" for m, c in chosen.items())
     )
     out["best_constant"] = {
-        "description": f"{which}: the best single class on these rows, in hindsight",
+        "description": f"{which}: the best single {kind} on these rows, in hindsight",
         "hindsight": True,
         "metrics": best,
     }
-    if persistence is not None:
-        # A first row with nothing before it repeats the dummy's class.
-        labels = np.where(persistence == "", dummy_class, persistence)
-        codes = pd.Categorical(labels, categories=categories).codes.astype(np.int64)
+    if prev is not None:
         out["persistence"] = {
             "description": "the label of the previous row in time (same as the day before)",
             "hindsight": False,
-            "metrics": {m: _entry(m, y, cand, codes, mcfg) for m in mcfg["compare"]},
+            "metrics": {m: _entry(m, y, cand, prev, mcfg, task) for m in compared},
         }
     return out

@@ -29,11 +29,19 @@ from closedloop.data.snapshot import read_schema, read_split, tensors
 from closedloop.errors import DataError
 from closedloop.evaluation.slices import slice_columns
 from closedloop.io import atomic_dir, csv_text, write_json, write_text
-from closedloop.models.persist import load_model, predict_proba
+from closedloop.models.persist import load_model, predict_proba, predict_values
 from closedloop.numerics import pin
 from closedloop.paths import CANDIDATE_DIR, CHAMPION_ENTRY, EVAL_DIR, SNAPSHOT_DIR
 
 DIGITS = 6  # metrics are rounded so reports read well; CPU runs are bit-identical anyway
+
+
+def predicted_labels(probs: torch.Tensor, task: str, threshold: float) -> torch.Tensor:
+    """Class indices: the most probable class, or for binary the positive one (index 1) when
+    its probability reaches ``metrics.threshold``."""
+    if task == "binary":
+        return (probs[:, 1] >= threshold).long()
+    return probs.argmax(1)
 
 
 def score(
@@ -43,14 +51,21 @@ def score(
     cfg: dict,
     task: str = registry.DEFAULT_TASK,
 ) -> dict:
-    """The task's metrics (closedloop.metrics), per-class precision and recall, and the
-    confusion matrix. ``cfg`` is params `metrics` (ece_bins...)."""
-    k = len(classes)
+    """The task's metrics (closedloop.metrics); for classification also per-class precision
+    and recall and the confusion matrix (binary: at ``metrics.threshold``). ``cfg`` is params
+    `metrics` (ece_bins, threshold...). For regression ``probs`` holds the predicted values."""
     r = lambda t: round(float(t), DIGITS)  # noqa: E731
     if len(target) == 0:
         return {"n": 0}
-    precision = MulticlassPrecision(k, average=None, zero_division=0)(probs, target)
-    recall = MulticlassRecall(k, average=None, zero_division=0)(probs, target)
+    if task == "regression":
+        return {
+            "n": len(target),
+            **{m.name: r(m.score(probs, target, cfg)) for m in registry.task_metrics(task)},
+        }
+    k = len(classes)
+    said = predicted_labels(probs, task, cfg["threshold"])
+    precision = MulticlassPrecision(k, average=None, zero_division=0)(said, target)
+    recall = MulticlassRecall(k, average=None, zero_division=0)(said, target)
     support = torch.bincount(target, minlength=k)
     return {
         "n": len(target),
@@ -59,7 +74,7 @@ def score(
             c: {"precision": r(precision[i]), "recall": r(recall[i]), "support": int(support[i])}
             for i, c in enumerate(classes)
         },
-        "confusion_matrix": MulticlassConfusionMatrix(k)(probs, target).tolist(),
+        "confusion_matrix": MulticlassConfusionMatrix(k)(said, target).tolist(),
     }
 
 
@@ -93,17 +108,27 @@ def calibration_rows(probs: torch.Tensor, target: torch.Tensor, bins: int) -> li
     return rows
 
 
-def predictions_frame(df: pd.DataFrame, probs: torch.Tensor, config: dict) -> pd.DataFrame:
-    """One row per example: what it was, what the model said and how sure it was."""
+def predictions_frame(
+    df: pd.DataFrame, probs: torch.Tensor, config: dict, threshold: float = 0.5
+) -> pd.DataFrame:
+    """One row per example: what it was, what the model said and how sure it was (for
+    regression: the value, and the residual predicted - actual)."""
     classes = config["classes"]
+    task = config.get("task", registry.DEFAULT_TASK)
     p = probs.numpy()
     out = pd.DataFrame({"row": np.arange(len(df))})
     if config.get("time_column"):
         out[config["time_column"]] = pd.to_datetime(df[config["time_column"]]).dt.strftime(
             "%Y-%m-%d"
         )
+    if task == "regression":
+        actual = df[config["target"]].to_numpy(dtype=float)
+        out["actual"] = actual
+        out["predicted"] = p.astype(float).round(DIGITS)
+        out["residual"] = (out["predicted"] - actual).round(DIGITS)
+        return out
     out["actual"] = df[config["target"]].astype(str).to_numpy()
-    out["predicted"] = [classes[i] for i in p.argmax(1)]
+    out["predicted"] = [classes[i] for i in predicted_labels(probs, task, threshold).numpy()]
     out["confidence"] = p.max(1).round(DIGITS)
     for i, c in enumerate(classes):
         out[f"p_{c}"] = p[:, i].round(DIGITS)
@@ -119,8 +144,30 @@ def load_champion(allowed: Sequence[str], entry_path: Path = CHAMPION_ENTRY):
     return model, config, entry
 
 
-def champion_probabilities(champion, df: pd.DataFrame) -> torch.Tensor:
-    """The champion's class probabilities for every row, on the columns it was trained on."""
+def champion_scores(
+    champion, df: pd.DataFrame, target: str, cfg: dict, task: str
+) -> dict[str, float]:
+    """The metrics that need probabilities and have no paired bootstrap (ECE) for the champion
+    on the same rows. A label outside the champion's classes is coded as a class it did not
+    predict, so the row counts as wrong, as it is."""
+    model, config, _ = champion
+    probs = predict_proba(model, df[config["features"]].to_numpy(dtype=np.float32))
+    index = {c: i for i, c in enumerate(config["classes"])}
+    pred, k = probs.argmax(1), len(config["classes"])
+    labels = df[target].astype(str)
+    codes = torch.tensor(
+        [index.get(a, (int(p) + 1) % k) for a, p in zip(labels, pred, strict=True)]
+    )
+    return {
+        m.name: round(float(m.score(probs, codes, cfg)), DIGITS)
+        for m in registry.task_metrics(task)
+        if not m.comparable
+    }
+
+
+def champion_predictions(champion, df: pd.DataFrame, task: str, threshold: float) -> dict:
+    """The champion's columns of the eval table for every row, on the columns it was trained
+    on: ``champion_predicted`` (a class, or a value), and for binary ``champion_score``."""
     model, config, entry = champion
     missing = [f for f in config["features"] if f not in df.columns]
     if missing:
@@ -128,27 +175,20 @@ def champion_probabilities(champion, df: pd.DataFrame) -> torch.Tensor:
             f"champion {entry.version}: feature(s) {missing} are not in the snapshot; "
             "it cannot be compared on the same inputs"
         )
+    if config["task"] != task:
+        raise DataError(
+            f"champion {entry.version}: a {config['task']} model cannot be compared with a "
+            f"{task} candidate"
+        )
     x = df[config["features"]].to_numpy(dtype=np.float32)
-    return predict_proba(model, x)
-
-
-def champion_scores(
-    probs: torch.Tensor, actual: pd.Series, classes: list[str], cfg: dict, task: str
-) -> dict[str, float]:
-    """The metrics that need probabilities (not compared by bootstrap: ECE), for the champion
-    on the same rows. A label outside the champion's classes is coded as a class it did not
-    predict, so the row counts as wrong, as it is."""
-    index = {c: i for i, c in enumerate(classes)}
-    pred = probs.argmax(1)
-    k = len(classes)
-    target = torch.tensor(
-        [index.get(a, (int(p) + 1) % k) for a, p in zip(actual.astype(str), pred, strict=True)]
-    )
-    return {
-        m.name: round(float(m.score(probs, target, cfg)), DIGITS)
-        for m in registry.task_metrics(task)
-        if not m.comparable
-    }
+    if task == "regression":
+        return {"champion_predicted": predict_values(model, x).numpy().astype(float).round(DIGITS)}
+    probs = predict_proba(model, x)
+    said = predicted_labels(probs, task, threshold).numpy()
+    out = {"champion_predicted": [config["classes"][i] for i in said]}
+    if task == "binary":
+        out["champion_score"] = probs[:, 1].numpy().round(DIGITS)
+    return out
 
 
 def evaluate(
@@ -170,8 +210,15 @@ def evaluate(
     schema = read_schema(snapshot).model_copy(
         update={"features": config["features"], "classes": config["classes"]}
     )
-    train = read_split("train", snapshot)[schema.target].astype(str)
-    baseline_class = str(train.value_counts().sort_index().idxmax())
+    task, threshold = config["task"], mcfg["threshold"]
+    train = read_split("train", snapshot)[schema.target]
+    # The task's dummy: the most frequent training class, or the mean training target.
+    if task == "regression":
+        baseline_class, baseline_value = None, round(float(train.astype(float).mean()), DIGITS)
+        baseline = baseline_value
+    else:
+        baseline_class = str(train.astype(str).value_counts().sort_index().idxmax())
+        baseline_value, baseline = None, baseline_class
     metrics: dict = {}
     comparison: dict = {}
     order = [s for s in ("train", "val", "production") if s in schema.splits]
@@ -184,57 +231,60 @@ def evaluate(
                 persistence = persistence_labels(df, earlier, schema.target, schema.time_column)
             x, y = tensors(df, schema)
             target = torch.from_numpy(y)
-            probs = predict_proba(model, x)
-            scored = score(probs, target, config["classes"], mcfg)
-            matrix = scored.pop("confusion_matrix")
-            write_json(
-                tmp / f"confusion_{split}.json", {"classes": config["classes"], "matrix": matrix}
-            )
-            write_text(tmp / f"confusion_{split}.csv", confusion_csv(matrix, config["classes"]))
-            metrics[split] = scored
-            frame = predictions_frame(df, probs, config)
-            champion_only = {}
-            if champion is not None and len(df):
-                champ_probs = champion_probabilities(champion, df)
-                champ_classes = champion[1]["classes"]
-                frame["champion_predicted"] = [champ_classes[i] for i in champ_probs.argmax(1)]
-                champion_only = champion_scores(
-                    champ_probs, df[schema.target], champ_classes, mcfg, registry.DEFAULT_TASK
+            if task == "regression":
+                outputs, target = predict_values(model, x), target[:, 0]
+            else:
+                outputs, target = predict_proba(model, x), target.reshape(-1).long()
+            scored = score(outputs, target, config["classes"], mcfg, task)
+            if "confusion_matrix" in scored:
+                matrix = scored.pop("confusion_matrix")
+                write_json(
+                    tmp / f"confusion_{split}.json",
+                    {"classes": config["classes"], "matrix": matrix},
                 )
-            elif champion is not None:
-                frame["champion_predicted"] = pd.Series([], dtype=str)
+                write_text(tmp / f"confusion_{split}.csv", confusion_csv(matrix, config["classes"]))
+            metrics[split] = scored
+            frame = predictions_frame(df, outputs, config, threshold)
+            if champion is not None:
+                for column, values in champion_predictions(champion, df, task, threshold).items():
+                    frame[column] = values
             slices = slice_columns(
                 df, params["slices"], target=schema.target, time_column=schema.time_column
             )
             frame = pd.concat([frame, slices.reset_index(drop=True)], axis=1)
             frame.to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")
-            compared = compare_split(frame, config["classes"], list(slices.columns), mcfg)
-            for name, value in champion_only.items():  # ECE: both sides, no bootstrap CI
-                mine = scored[name]
-                compared["overall"][name] = {
-                    "candidate": mine,
-                    "champion": value,
-                    "delta": round(mine - value, DIGITS),
-                    "ci_low": None,
-                    "ci_high": None,
-                }
+            compared = compare_split(
+                frame, config["classes"], list(slices.columns), mcfg, baseline, task
+            )
+            if champion is not None and task != "regression" and len(df):
+                # ECE needs probabilities, so it has no paired bootstrap: both sides, no CI
+                for name, value in champion_scores(champion, df, schema.target, mcfg, task).items():
+                    if name in scored:
+                        compared["overall"][name] = {
+                            "candidate": scored[name],
+                            "champion": value,
+                            "delta": round(scored[name] - value, DIGITS),
+                            "ci_low": None,
+                            "ci_high": None,
+                        }
             compared["baselines"] = compare_baselines(
-                frame, config["classes"], baseline_class, persistence, mcfg
+                frame, config["classes"], baseline, persistence, mcfg, task
             )
             comparison[split] = compared
-            calibration = calibration_rows(probs, target, mcfg["calibration_bins"])
+            if task != "regression":
+                calibration = calibration_rows(outputs, target, mcfg["calibration_bins"])
+                write_text(
+                    tmp / f"calibration_{split}.csv",
+                    csv_text(calibration, ["confidence", "accuracy", "count"]),
+                )
+        if task != "regression":  # the y = x line of `dvc plots`' calibration plot
             write_text(
-                tmp / f"calibration_{split}.csv",
-                csv_text(calibration, ["confidence", "accuracy", "count"]),
+                tmp / "calibration_perfect.csv",
+                csv_text(
+                    [{"confidence": 0.0, "accuracy": 0.0}, {"confidence": 1.0, "accuracy": 1.0}],
+                    ["confidence", "accuracy"],
+                ),
             )
-        # the y = x line of `dvc plots`' calibration plot: a perfectly calibrated model
-        write_text(
-            tmp / "calibration_perfect.csv",
-            csv_text(
-                [{"confidence": 0.0, "accuracy": 0.0}, {"confidence": 1.0, "accuracy": 1.0}],
-                ["confidence", "accuracy"],
-            ),
-        )
     entry = None if champion is None else champion[2]
     Comparison(
         champion=None
@@ -242,7 +292,9 @@ def evaluate(
         else ComparedChampion(
             version=entry.version, model_hash=entry.model_hash, commit=entry.commit
         ),
+        task=task,
         baseline_class=baseline_class,
+        baseline_value=baseline_value,
         splits=comparison,
     ).write()
     result = Metrics.model_validate(metrics)

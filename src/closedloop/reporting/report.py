@@ -73,7 +73,7 @@ def drift_order(drift: DriftReport | None) -> list[str]:
     return order + [c for c in sorted(columns) if c not in order]
 
 
-def baseline_rows(comparison: Comparison, split: str) -> list[dict]:
+def baseline_rows(comparison: Comparison, split: str, task: str) -> list[dict]:
     """Per baseline and compared metric on the judged split; ``loses``: the candidate's point
     estimate is below the baseline's (the verdict section flags it, gated or not)."""
     comp = comparison.splits.get(split)
@@ -82,7 +82,7 @@ def baseline_rows(comparison: Comparison, split: str) -> list[dict]:
     rows = []
     for name, b in comp.baselines.items():
         for metric, e in b.metrics.items():
-            m = registry.get(metric)
+            m = registry.get(metric, task)
             worse = e.candidate < e.baseline if m.higher_is_better else e.candidate > e.baseline
             rows.append(
                 {
@@ -97,16 +97,19 @@ def baseline_rows(comparison: Comparison, split: str) -> list[dict]:
                     "ci_high": e.ci_high,
                     "loses": worse,
                     # the whole CI on the losing side: worse beyond what noise explains
-                    "confidently": e.ci_high < 0 if m.higher_is_better else e.ci_low > 0,
+                    "confidently": e.ci_high is not None
+                    and (e.ci_high < 0 if m.higher_is_better else e.ci_low > 0),
                 }
             )
     return rows
 
 
-def context(level: str, task: str = registry.DEFAULT_TASK) -> dict:
-    """What the templates get: the artefacts, typed, and the rows derived from them."""
+def context(level: str) -> dict:
+    """What the templates get: the artefacts, typed, and the rows derived from them (the
+    metrics of the task comparison.json was measured for)."""
     gate = GateReport.read()
     comparison = Comparison.read()
+    task = comparison.task
     metrics = Metrics.read()
     schema = SnapshotSchema.read()
     card = ModelCard.read()
@@ -115,9 +118,10 @@ def context(level: str, task: str = registry.DEFAULT_TASK) -> dict:
     drift = DriftReport.read_if_present()
     split = gate.split
     metric, slices = slice_rows(comparison, split, task)
-    baselines = baseline_rows(comparison, split)
+    baselines = baseline_rows(comparison, split, task)
     return {
         "gate": gate,
+        "task": task,
         "comparison": comparison,
         "metrics": metrics,
         "drift": drift,
