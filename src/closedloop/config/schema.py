@@ -354,5 +354,14 @@ class Params(Strict):
 
 
 GROUPS = (
-    "dataset", "model", "trainer", "metrics", "slices", "drift", "gates", "serve", "rollout", "monitor"
+    "dataset",
+    "model",
+    "trainer",
+    "metrics",
+    "slices",
+    "drift",
+    "gates",
+    "serve",
+    "rollout",
+    "monitor",
 )

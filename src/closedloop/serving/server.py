@@ -78,6 +78,7 @@ from closedloop.errors import ConfigError, StoreError
 from closedloop.io import sha256_file
 from closedloop.models.persist import load_model, predict_proba
 from closedloop.paths import CANDIDATE_DIR, WEIGHTS
+from closedloop.serving.rollout import Rollout, candidate_version
 
 log = logging.getLogger("closedloop.serve")
 
@@ -136,6 +137,15 @@ def load_served_model(
         candidate_dir,
         served.version,
     )
+    return served
+
+
+def load_rollout_candidate(candidate_dir: Path, allowed: Sequence[str]) -> ServedModel:
+    """The candidate a rollout tries beside the champion: models/candidate, hash-checked."""
+    served = _load(
+        Path(candidate_dir), candidate_version(Path(candidate_dir)), "candidate", allowed
+    )
+    log.info("serve: rollout candidate %s from %s", served.version, candidate_dir)
     return served
 
 
@@ -227,11 +237,23 @@ class StoreHealth(BaseModel):
     pending: int = Field(description="records handed to the writer and not yet committed")
 
 
+class RolloutHealth(BaseModel):
+    mode: Literal["off", "shadow", "canary"]
+    share: float = Field(description="the candidate's declared share (canary)")
+    champion: str | None = Field(description="the champion's version; null without a rollout")
+    candidate: str | None = Field(description="the candidate's version; null without a rollout")
+    breaker: Literal["open", "closed"] = Field(
+        description="open: the candidate gets no requests, the champion answers all"
+    )
+    reason: str | None = Field(description="why the breaker opened")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     model_version: str
     source: Literal["registry", "candidate"]
     store: StoreHealth
+    rollout: RolloutHealth
 
 
 def _event_time(text: str) -> str:
@@ -272,7 +294,9 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=r"^[^\x00-\
 class ApiModels:
     """Request and response models for one model's features and classes."""
 
-    def __init__(self, served: ServedModel, personal: dict[str, str], window: dict):
+    def __init__(
+        self, served: ServedModel, personal: dict[str, str], window: dict, rollout: bool = False
+    ):
         self.features = served.features
         self.personal = [name for name in personal if name not in served.features]
         strict = ConfigDict(extra="forbid")
@@ -342,7 +366,17 @@ class ApiModels:
             request_id=(str, ...),
             prediction=(Literal[tuple(served.classes)], ...),
             probabilities=(dict[str, float], Field(description="class -> probability")),
-            model_version=(str, ...),
+            model_version=(str, Field(description="the model that answered")),
+            **(
+                {
+                    "arm": (
+                        Literal["champion", "candidate"],
+                        Field(description="the rollout arm whose model answered"),
+                    )
+                }
+                if rollout
+                else {}
+            ),
         )
         self.FeedbackResponse = create_model(
             "FeedbackResponse",
@@ -448,13 +482,20 @@ def _body_doc(name: str, secured: bool) -> dict:
 
 # ---------------------------------------------------------------------------- app
 def create_app(
-    params: dict, served: ServedModel | None = None, store: FeedbackStore | NullStore | None = None
+    params: dict,
+    served: ServedModel | None = None,
+    store: FeedbackStore | NullStore | None = None,
+    candidate: ServedModel | None = None,
+    clock=time.perf_counter,
 ) -> FastAPI:
     """The API around ``served`` (default: load_served_model()), logging into ``store``.
 
+    With ``rollout.mode`` shadow or canary, ``candidate`` (default: models/candidate) runs
+    beside it as closedloop.serving.rollout says. ``clock`` times the models (a test seam).
     The app owns the store: it is closed (and flushed) when the app shuts down.
     """
     served = served or load_served_model(allowed=params["allowed_targets"])
+    cfg = params["rollout"]
     personal = params["dataset"]["personal"]
     shared = sorted(set(personal) & set(served.features))
     if shared:
@@ -463,7 +504,18 @@ def create_app(
             "leave the model without it (list only fields sent beside the features)"
         )
     tokens = api_tokens(params)
-    api = ApiModels(served, personal, params["serve"]["event_time"])
+    rollout = None
+    if cfg["mode"] != "off":
+        candidate = candidate or load_rollout_candidate(CANDIDATE_DIR, params["allowed_targets"])
+        rollout = Rollout(cfg, served, candidate, [*served.features, *personal], clock)
+        log.info(
+            "serve: rollout %s: champion %s, candidate %s%s",
+            cfg["mode"],
+            served.version,
+            candidate.version,
+            f" at share {rollout.share:g} by {rollout.key}" if cfg["mode"] == "canary" else "",
+        )
+    api = ApiModels(served, personal, params["serve"]["event_time"], rollout is not None)
     store = store if store is not None else open_store(params)
     limit = params["serve"]["max_body_bytes"]
     errors = (401,) if tokens else ()
@@ -474,7 +526,7 @@ def create_app(
         store.close()
 
     app = FastAPI(title="closedloop", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.served, app.state.store = served, store
+    app.state.served, app.state.store, app.state.rollout = served, store, rollout
 
     @app.post(
         "/predict",
@@ -483,36 +535,53 @@ def create_app(
     )
     async def predict(request: Request) -> JSONResponse:
         """Predict, and commit the prediction to the feedback store before answering."""
-        start = time.perf_counter()
+        start, start_clock = time.perf_counter(), clock()
         _authorize(request, tokens)
         body = api.parse(api.Predict, await read_body(request, limit))
         given = body.features.model_dump(by_alias=True, exclude_none=True)
         values = [given[name] for name in served.features]
-        probs = predict_proba(served.model, [values])[0].tolist()
+        request_id = uuid.uuid4().hex
+        columns: dict = {}
+        if rollout is None:
+            probs = predict_proba(served.model, [values])[0].tolist()
+            version, arm = served.version, None
+        else:
+            parsed = clock()
+            routed = rollout.route(request_id, given, values, (parsed - start_clock) * 1000)
+            probs = routed.answer.probabilities
+            version, arm, columns = routed.version, routed.arm, routed.columns
+            if routed.answer.error is not None and probs is None:
+                probs = [math.nan]  # the champion failed too: refused below, as without a rollout
         if not all(map(math.isfinite, probs)):
             raise _bad("features: the model gives no finite probabilities for these values")
         probabilities = dict(zip(served.classes, probs, strict=True))
         prediction = served.classes[max(range(len(probs)), key=probs.__getitem__)]
-        request_id = uuid.uuid4().hex
+        latency_ms = (
+            (time.perf_counter() - start) * 1000
+            if rollout is None
+            else (parsed - start_clock) * 1000 + routed.answer.ms
+        )
         record = PredictionRecord(
             request_id=request_id,
             ts=dt.datetime.now(dt.timezone.utc),
-            model_version=served.version,
+            model_version=version,
             features=given,  # personal fields included: the store hashes or drops them
             prediction=prediction,
             probabilities=probabilities,
-            latency_ms=(time.perf_counter() - start) * 1000,
+            latency_ms=latency_ms,
             event_time=body.event_time,
+            **columns,
         )
         await _persist(store.persist_prediction, record)
-        return JSONResponse(
-            {
-                "request_id": request_id,
-                "prediction": prediction,
-                "probabilities": probabilities,
-                "model_version": served.version,
-            }
-        )
+        answer = {
+            "request_id": request_id,
+            "prediction": prediction,
+            "probabilities": probabilities,
+            "model_version": version,
+        }
+        if rollout is not None:
+            answer["arm"] = arm or "champion"
+        return JSONResponse(answer)
 
     @app.post(
         "/feedback",
@@ -546,6 +615,16 @@ def create_app(
             "model_version": served.version,
             "source": served.source,
             "store": {"ok": ok, "pending": store.pending},
+            "rollout": rollout.health()
+            if rollout is not None
+            else {
+                "mode": "off",
+                "share": 0.0,
+                "champion": None,
+                "candidate": None,
+                "breaker": "closed",
+                "reason": None,
+            },
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
@@ -614,6 +693,7 @@ def run_server(
     store_url: str | None = None,
     model_dir: Path | None = None,
     no_logging: bool = False,
+    candidate_dir: Path | None = None,
 ) -> None:
     """Serve until stopped: `closedloop serve` (make serve). Defaults come from conf/serve/."""
     import uvicorn
@@ -626,6 +706,17 @@ def run_server(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)  # batch-of-one inference: extra threads only add contention
     served = load_served_model(model_dir, allowed=params["allowed_targets"])
+    candidate = None
+    if params["rollout"]["mode"] != "off":
+        if served.source != "registry" and model_dir is None:
+            raise ConfigError(
+                f"rollout.mode is {params['rollout']['mode']}: a rollout tries the candidate "
+                f"beside the production model, but {REGISTRY} names none (promote one first, "
+                "or pin the champion with --model-dir)"
+            )
+        candidate = load_rollout_candidate(
+            candidate_dir or CANDIDATE_DIR, params["allowed_targets"]
+        )
     if no_logging:
         store: FeedbackStore | NullStore = NullStore()
         log.warning("serve: --no-logging: predictions and feedback are NOT stored")
@@ -640,7 +731,7 @@ def run_server(
         store.url,
     )
     try:
-        app = create_app(params, served, store)
+        app = create_app(params, served, store, candidate)
     except ConfigError:
         store.close()
         raise
