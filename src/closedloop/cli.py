@@ -45,7 +45,11 @@ def cli() -> None:
     help="listen port [default: serve.port]",
 )
 @click.option("--store-url", help="the feedback store [default: serve.store_url]")
-@click.option("--model-dir", type=click.Path(path_type=Path), help="serve this model directory")
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    help="serve this model directory (under a rollout: the champion)",
+)
 @click.option("--no-logging", is_flag=True, help="store nothing (the benchmark's baseline)")
 @click.option(
     "--candidate-dir",

@@ -322,3 +322,16 @@ def test_an_older_store_gains_the_rollout_columns_and_keeps_its_rows(champion, s
     assert moved["predictions"] == 2
     frame = read_records(tmp_path / "data").frame
     assert frame["arm"].tolist() == [None, "champion"]
+
+
+def test_openapi_documents_the_arm_and_the_rollout_health(champion, tmp_path):
+    params = rollout_params("canary")
+    candidate = as_candidate(champion, champion.model)
+    with client_for(params, champion, candidate, tmp_path / "fb.db") as client:
+        doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    ok = doc["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]
+    response = schemas[ok["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert "arm" in response["required"]
+    assert response["properties"]["arm"]["enum"] == ["champion", "candidate"]
+    assert set(schemas["RolloutHealth"]["required"]) >= {"mode", "share", "breaker", "reason"}
