@@ -2,8 +2,13 @@
 
     POST /predict   {"features": {...}, "event_time": "2014-03-01"?}
                     -> {"request_id", "prediction", "probabilities", "model_version"}
+                       (and "arm", champion|candidate, while a rollout is on)
     POST /feedback  {"request_id", "label"?, "action"?: accept|correct|reject, "source"?}
-    GET  /healthz   -> model version, where it came from, whether the store answers
+    GET  /healthz   -> model version, where it came from, whether the store answers, and
+                       the rollout: {mode, share, champion, candidate, breaker, reason}
+
+With ``rollout.mode`` shadow or canary the champion and the candidate are served together
+(closedloop.serving.rollout: who answers, what is logged, the circuit breaker).
     GET  /openapi.json   every body and every error response, built from the dataset's schema
 
 A 2xx means the record is committed to the feedback store (group commit, see
@@ -24,6 +29,7 @@ features, hashed or dropped before the store, and never a model feature. Without
 server listens only on a loopback address; with them, they are compared in constant time.
 
     closedloop serve [--host H] [--port P] [--store-url URL] [--model-dir DIR] [--no-logging]
+                     [--candidate-dir DIR]
 """
 
 from __future__ import annotations
@@ -548,10 +554,9 @@ def create_app(
         else:
             parsed = clock()
             routed = rollout.route(request_id, given, values, (parsed - start_clock) * 1000)
-            probs = routed.answer.probabilities
+            # None: the champion failed too, refused below as it would be without a rollout
+            probs = routed.answer.probabilities or [math.nan]
             version, arm, columns = routed.version, routed.arm, routed.columns
-            if routed.answer.error is not None and probs is None:
-                probs = [math.nan]  # the champion failed too: refused below, as without a rollout
         if not all(map(math.isfinite, probs)):
             raise _bad("features: the model gives no finite probabilities for these values")
         probabilities = dict(zip(served.classes, probs, strict=True))
