@@ -161,7 +161,7 @@ def run_demo() -> None:
     d.step("1/11 Train v1 on 2012-01..2013-06 and judge it (dvc repro)")
     d.run("dvc", "repro")
     d.git("add", "-A")
-    d.git("commit", "-qm", "demo: v1 trained")
+    d.git("commit", "-qm", "demo: v1 trained", "--allow-empty")
 
     d.step("2/11 Promote v1: the local stand-in for a reviewed, merged promotion PR")
     d.run(sys.executable, "-m", "closedloop", "promote", "--change", "demo: promotion PR #1")
@@ -211,7 +211,7 @@ def run_demo() -> None:
     report = (work / "reports/benchmark.md").read_text()
     print("\n" + "\n".join(f"    │ {line}" for line in report.splitlines()))
     d.git("add", "-A")
-    d.git("commit", "-qm", "demo: retrain on feedback")
+    d.git("commit", "-qm", "demo: retrain on feedback", "--allow-empty")
 
     d.step("7/11 Shadow: v1 answers, the candidate runs beside it on the same requests")
     config = work / "conf/config.yaml"
