@@ -27,9 +27,11 @@ from closedloop.paths import CANDIDATE_DIR, CARD_JSON
 from closedloop.serving.server import spawn
 
 # The demo's traffic lasts seconds, not a day: its rollout asks for fewer requests, no hours,
-# and a shorter ramp, and leaves out the p99 latency guardrail (showing a tail within its
-# margin takes thousands of requests per arm), so each step can be judged on what it sends.
+# and a shorter ramp, allows 2 points of error rate instead of 0.5, and leaves out the p99
+# latency guardrail (showing either within the real margins takes thousands of requests per
+# arm), so each step can be judged on what it sends.
 DEMO_ROLLOUT = {"shares": "[0.25, 0.5, 1.0]", "min_requests": "200", "min_hours": "0"}
+ERROR_MARGIN = re.compile(r"(^  - metric: error_rate[^\n]*\n[^\n]*\n    margin: )[0-9.]+ ", re.M)
 LATENCY_GUARDRAIL = re.compile(r"^  - metric: latency_p99.*?(?=^  - metric:)", re.M | re.S)
 REQUESTS = 1200  # per rollout step: at share 0.25, about 300 answered by the candidate
 
@@ -147,8 +149,9 @@ def demo_rollout(path: Path) -> None:
     for key, value in DEMO_ROLLOUT.items():
         text = re.sub(rf"^{key}:[^#\n]*", f"{key}: {value} ", text, count=1, flags=re.M)
     text, found = LATENCY_GUARDRAIL.subn("", text, count=1)
-    if not found:
-        raise SystemExit(f"demo: {path}: no latency_p99 guardrail to leave out")
+    text, errors = ERROR_MARGIN.subn(r"\g<1>0.02 ", text, count=1)
+    if not found or not errors:
+        raise SystemExit(f"demo: {path}: no latency_p99 or error_rate guardrail to change")
     path.write_text(text)
 
 
@@ -160,7 +163,7 @@ def rollout_story(d: Demo) -> None:
     demo_rollout(d.work / "conf/rollout/shadow.yaml")
     print(
         "    conf/rollout/shadow.yaml, for seconds of traffic: min_requests 200, min_hours 0, "
-        "shares [0.25, 0.5, 1.0], no p99 latency guardrail"
+        "shares [0.25, 0.5, 1.0], error rate within 2 points, no p99 latency guardrail"
     )
     d.run("dvc", "repro", "-q", "compose")
     d.git("commit", "-qam", "demo: start a shadow rollout (PR)")
@@ -169,7 +172,7 @@ def rollout_story(d: Demo) -> None:
     d.step("8/11 Canary at 25%: the candidate answers a quarter of the requests")
     d.rollout_step("canary-25", [])
 
-    d.step("9/11 A canary of a deliberately worse model (always 'drizzle'), at 50%")
+    d.step("9/11 A canary of a deliberately worse model (always 'drizzle'), at the share reached")
     worse = d.work.parent / "rollout" / "worse-model"
     shutil.rmtree(worse, ignore_errors=True)
     worse_copy(d.work / CANDIDATE_DIR, worse, "drizzle")
