@@ -79,8 +79,11 @@ repro: data ## install if needed, then run the whole loop: dvc repro
 	@echo "  metrics                        reports/metrics.json   (dvc metrics show)"
 	@echo "  per-example predictions        reports/eval/          (dvc plots show)"
 
-test: data ## run the whole test suite, slow tests included (what CI runs)
-	$(BIN)/pytest
+# Test files run in parallel, each whole on one worker (its module fixtures built once); the
+# stages pin torch to one thread (numerics), so one worker per core keeps every core busy.
+TEST_WORKERS ?= auto
+test: data ## run the whole test suite, slow tests included (what CI runs), one worker per core (at most 4)
+	$(BIN)/pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 test-fast: data ## run the tests that take seconds, not minutes
 	$(BIN)/pytest -m "not slow"

@@ -37,11 +37,12 @@ class SnapshotSchema(Artefact):
     PATH: ClassVar[Path] = SCHEMA
 
     dataset: str
+    task: Literal["binary", "multiclass", "regression"] = Field(description="dataset.task")
     source: str | dict[str, Any] = Field(description="a built-in source, or its _target_ call")
     target: str
     time_column: str | None
     features: list[str]
-    classes: list[str]
+    classes: list[str] = Field(description="the labels; empty for regression")
     splits: dict[str, SplitInfo]
     feedback_files: list[str] = Field(description="exported partitions under data/feedback/")
     feedback_ignored_files: list[str] = Field(

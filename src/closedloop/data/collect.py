@@ -64,12 +64,17 @@ def collect(
     frame["origin"] = "dataset"
     splits = split_frame(frame, ds, params["seed"])
     keep = [*([ds["time_column"]] if ds["time_column"] else []), *features, ds["target"], "origin"]
-    fb = feedback.load(data_dir, ds, features, classes) if ds["feedback"]["enabled"] else None
+    fb = (
+        feedback.load(data_dir, ds, features, classes, task=ds["task"])
+        if ds["feedback"]["enabled"]
+        else None
+    )
     min_rows = ds["feedback"].get("min_rows") or params["gates"]["min_samples"]
     windows = join_feedback(splits, fb, ds, min_rows) if fb is not None else {}
 
     record = {
         "dataset": ds["name"],
+        "task": ds["task"],
         "source": ds["source"],
         "target": ds["target"],
         "time_column": ds["time_column"],

@@ -39,6 +39,8 @@ def resolve_columns(cfg: dict, df: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Feature names and classes: as declared, or inferred from the source when null."""
     reserved = {cfg["target"], cfg.get("time_column")}
     features = cfg["features"] or [c for c in df.columns if c not in reserved]
+    if cfg["task"] == "regression":  # a number: no classes
+        return list(features), []
     classes = cfg["classes"] or sorted(df[cfg["target"]].astype(str).unique().tolist())
     return list(features), [str(c) for c in classes]
 
@@ -51,9 +53,14 @@ def frame_schema(cfg: dict, features: list[str], classes: list[str]) -> pa.DataF
         )
         for f in features
     }
-    columns[cfg["target"]] = pa.Column(
-        str, checks=pa.Check.isin(classes), coerce=True, nullable=False
-    )
+    if cfg["task"] == "regression":
+        columns[cfg["target"]] = pa.Column(
+            float, checks=pa.Check(np.isfinite, element_wise=False), coerce=True, nullable=False
+        )
+    else:
+        columns[cfg["target"]] = pa.Column(
+            str, checks=pa.Check.isin(classes), coerce=True, nullable=False
+        )
     if cfg.get("time_column"):
         columns[cfg["time_column"]] = pa.Column("datetime64[ns]", coerce=True, nullable=False)
     return pa.DataFrameSchema(columns, strict="filter", coerce=True)
@@ -76,7 +83,9 @@ def validate_frame(df: pd.DataFrame, schema: pa.DataFrameSchema, where: str) -> 
 
 # -------------------------------------------------------------------------- splits
 def split_frame(df: pd.DataFrame, cfg: dict, seed: int) -> dict[str, pd.DataFrame]:
-    """Apply the declared split: inclusive date ranges, or seeded stratified fractions."""
+    """Apply the declared split: inclusive date ranges; seeded fractions (stratified by label
+    for classification); or, for strategy=sorted, fractions cut in ``order_by`` order (train
+    lowest, production highest: a production window that really shifts)."""
     sp = cfg["split"]
     if sp["strategy"] == "time":
         t = pd.to_datetime(df[cfg["time_column"]])
@@ -85,15 +94,23 @@ def split_frame(df: pd.DataFrame, cfg: dict, seed: int) -> dict[str, pd.DataFram
             r = sp[name]
             mask = (t >= pd.Timestamp(r["start"])) & (t <= pd.Timestamp(r["end"]))
             out[name] = df.loc[mask].sort_values(cfg["time_column"], kind="stable")
+    elif sp["strategy"] == "sorted":
+        fr = sp["fractions"]
+        ordered = df.sort_values(sp["order_by"], kind="stable")
+        a = round(fr["train"] * len(df))
+        b = a + round(fr["val"] * len(df))
+        out = {"train": ordered.iloc[:a], "val": ordered.iloc[a:b], "production": ordered.iloc[b:]}
     else:
         from sklearn.model_selection import train_test_split
 
         fr = sp["fractions"]
-        y = df[cfg["target"]]
-        rest, prod = train_test_split(df, test_size=fr["production"], random_state=seed, stratify=y)
+        strata = (lambda d: None) if cfg["task"] == "regression" else (lambda d: d[cfg["target"]])
+        rest, prod = train_test_split(
+            df, test_size=fr["production"], random_state=seed, stratify=strata(df)
+        )
         val_share = fr["val"] / (fr["train"] + fr["val"])
         train, val = train_test_split(
-            rest, test_size=val_share, random_state=seed, stratify=rest[cfg["target"]]
+            rest, test_size=val_share, random_state=seed, stratify=strata(rest)
         )
         out = {"train": train, "val": val, "production": prod}
     for name, part in out.items():
@@ -124,8 +141,14 @@ def read_split(name: str, snapshot: Path = SNAPSHOT_DIR) -> pd.DataFrame:
 
 
 def tensors(df: pd.DataFrame, schema: SnapshotSchema) -> tuple[np.ndarray, np.ndarray]:
-    """Features as float32 and labels as class indices, in the snapshot's declared order."""
+    """Features as float32 and the target as the task's loss takes it: class indices
+    (multiclass), the positive class as 0/1 float32 of shape (n, 1) (binary), or the value as
+    float32 of shape (n, 1) (regression)."""
     x = df[schema.features].to_numpy(dtype=np.float32)
+    if schema.task == "regression":
+        return x, df[schema.target].to_numpy(dtype=np.float32).reshape(-1, 1)
     index = {c: i for i, c in enumerate(schema.classes)}
     y = df[schema.target].astype(str).map(index).to_numpy(dtype=np.int64)
+    if schema.task == "binary":
+        return x, y.astype(np.float32).reshape(-1, 1)
     return x, y

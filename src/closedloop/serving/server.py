@@ -71,7 +71,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
-from closedloop.capture.rules import ACTIONS, FeedbackRule
+from closedloop.capture.rules import ACTIONS, rule_for
 from closedloop.capture.store import (
     FeedbackRecord,
     FeedbackStore,
@@ -82,7 +82,7 @@ from closedloop.capture.store import (
 from closedloop.config import load_params
 from closedloop.errors import ConfigError, StoreError
 from closedloop.io import sha256_file
-from closedloop.models.persist import load_model, predict_proba
+from closedloop.models.persist import load_model, predict_proba, predict_values
 from closedloop.paths import CANDIDATE_DIR, WEIGHTS
 from closedloop.serving.rollout import Rollout, candidate_version
 
@@ -104,6 +104,7 @@ class ServedModel:
     version: str
     source: str  # "registry" or "candidate"
     path: Path
+    task: str = "multiclass"  # regression: a number, no probabilities
 
 
 def load_served_model(
@@ -158,7 +159,13 @@ def load_rollout_candidate(candidate_dir: Path, allowed: Sequence[str]) -> Serve
 def _load(path: Path, version: str, source: str, allowed: Sequence[str]) -> ServedModel:
     model, config = load_model(path, allowed)
     return ServedModel(
-        model, list(config["features"]), list(config["classes"]), version, source, path
+        model,
+        list(config["features"]),
+        list(config["classes"]),
+        version,
+        source,
+        path,
+        config["task"],
     )
 
 
@@ -350,7 +357,8 @@ class ApiModels:
             features=(self.Features, ...),
             event_time=(EventTime | None, None),
         )
-        rule = FeedbackRule(served.classes)
+        rule = rule_for(served.task, served.classes)
+        regression = served.task == "regression"
 
         def follows_the_rule(request):
             problem = rule.problem(request.label, request.action)
@@ -363,15 +371,26 @@ class ApiModels:
             __config__=strict,
             __validators__={"rule": model_validator(mode="after")(follows_the_rule)},
             request_id=(Text, ...),
-            label=(Literal[tuple(served.classes)] | None, None),
+            label=(
+                (
+                    Annotated[float, Field(strict=True, allow_inf_nan=False)]
+                    if regression
+                    else Literal[tuple(served.classes)]
+                )
+                | None,
+                None,
+            ),
             action=(Literal[ACTIONS] | None, None),
             source=(Text, "api"),
         )
         self.PredictResponse = create_model(
             "PredictResponse",
             request_id=(str, ...),
-            prediction=(Literal[tuple(served.classes)], ...),
-            probabilities=(dict[str, float], Field(description="class -> probability")),
+            prediction=(float if regression else Literal[tuple(served.classes)], ...),
+            probabilities=(
+                dict[str, float] | None,
+                Field(description="class -> probability; null for regression"),
+            ),
             model_version=(str, Field(description="the model that answered")),
             **(
                 {
@@ -387,7 +406,7 @@ class ApiModels:
         self.FeedbackResponse = create_model(
             "FeedbackResponse",
             request_id=(str, ...),
-            label=(str | None, ...),
+            label=(float | str | None, ...),
             action=(str | None, ...),
         )
 
@@ -512,6 +531,11 @@ def create_app(
     tokens = api_tokens(params)
     rollout = None
     if cfg["mode"] != "off":
+        if served.task == "regression":
+            raise ConfigError(
+                f"rollout.mode {cfg['mode']}: the server's rollouts compare classifiers; a "
+                "regression model is served without one (set rollout to off)"
+            )
         candidate = candidate or load_rollout_candidate(CANDIDATE_DIR, params["allowed_targets"])
         rollout = Rollout(cfg, served, candidate, [*served.features, *personal], clock)
         log.info(
@@ -548,19 +572,26 @@ def create_app(
         values = [given[name] for name in served.features]
         request_id = uuid.uuid4().hex
         columns: dict = {}
-        if rollout is None:
-            probs = predict_proba(served.model, [values])[0].tolist()
-            version, arm = served.version, None
+        version, arm = served.version, None
+        if served.task == "regression":
+            value = float(predict_values(served.model, [values])[0])
+            if not math.isfinite(value):
+                raise _bad("features: the model gives no finite prediction for these values")
+            prediction, probabilities, stored = value, None, repr(value)
         else:
-            parsed = clock()
-            routed = rollout.route(request_id, given, values, (parsed - start_clock) * 1000)
-            # None: the champion failed too, refused below as it would be without a rollout
-            probs = routed.answer.probabilities or [math.nan]
-            version, arm, columns = routed.version, routed.arm, routed.columns
-        if not all(map(math.isfinite, probs)):
-            raise _bad("features: the model gives no finite probabilities for these values")
-        probabilities = dict(zip(served.classes, probs, strict=True))
-        prediction = served.classes[max(range(len(probs)), key=probs.__getitem__)]
+            if rollout is None:
+                probs = predict_proba(served.model, [values])[0].tolist()
+            else:
+                parsed = clock()
+                routed = rollout.route(request_id, given, values, (parsed - start_clock) * 1000)
+                # None: the champion failed too, refused below as it would be without a rollout
+                probs = routed.answer.probabilities or [math.nan]
+                version, arm, columns = routed.version, routed.arm, routed.columns
+            if not all(map(math.isfinite, probs)):
+                raise _bad("features: the model gives no finite probabilities for these values")
+            probabilities = dict(zip(served.classes, probs, strict=True))
+            prediction = served.classes[max(range(len(probs)), key=probs.__getitem__)]
+            stored = prediction
         latency_ms = (
             (time.perf_counter() - start) * 1000
             if rollout is None
@@ -571,8 +602,8 @@ def create_app(
             ts=dt.datetime.now(dt.timezone.utc),
             model_version=version,
             features=given,  # personal fields included: the store hashes or drops them
-            prediction=prediction,
-            probabilities=probabilities,
+            prediction=stored,  # a regressor's value as its shortest text
+            probabilities=probabilities or {},
             latency_ms=latency_ms,
             event_time=body.event_time,
             **columns,
@@ -605,7 +636,9 @@ def create_app(
         if not known:
             raise _bad(f"request_id: no prediction {body.request_id!r:.80} in the store", 404)
         now = dt.datetime.now(dt.timezone.utc)
-        record = FeedbackRecord(body.request_id, now, body.label, body.action, body.source)
+        # A regressor's label is stored as its shortest text, as its prediction is.
+        label = repr(float(body.label)) if isinstance(body.label, float) else body.label
+        record = FeedbackRecord(body.request_id, now, label, body.action, body.source)
         await _persist(store.persist_feedback, record)
         return JSONResponse(
             {"request_id": body.request_id, "label": body.label, "action": body.action}
