@@ -45,13 +45,22 @@ def cli() -> None:
     help="listen port [default: serve.port]",
 )
 @click.option("--store-url", help="the feedback store [default: serve.store_url]")
-@click.option("--model-dir", type=click.Path(path_type=Path), help="serve this model directory")
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    help="serve this model directory (under a rollout: the champion)",
+)
 @click.option("--no-logging", is_flag=True, help="store nothing (the benchmark's baseline)")
-def serve(host, port, store_url, model_dir, no_logging) -> None:
+@click.option(
+    "--candidate-dir",
+    type=click.Path(path_type=Path),
+    help="with rollout.mode shadow or canary: the candidate to try [default: models/candidate]",
+)
+def serve(host, port, store_url, model_dir, no_logging, candidate_dir) -> None:
     """The reference prediction server: POST /predict, POST /feedback, GET /healthz."""
     from closedloop.serving.server import run_server
 
-    run_server(host, port, store_url, model_dir, no_logging)
+    run_server(host, port, store_url, model_dir, no_logging, candidate_dir)
 
 
 @cli.command()

@@ -385,21 +385,30 @@ def test_personal_fields_in_records_are_never_stored_raw(tmp_path):
 FUZZ_TOKEN = "fuzz-token"
 
 
-@pytest.fixture(scope="module")
-def fuzzed(model_dir):
+@pytest.fixture(scope="module", params=["off", "canary"])
+def fuzzed(request, model_dir):
     """A real server (uvicorn, its own process) with tokens configured, its SQLite store, and
     one request id it has answered (for /feedback). In-process ASGI calls would run the app's
-    lifespan per call, and its shutdown closes the store."""
+    lifespan per call, and its shutdown closes the store. Once without a rollout, once as a
+    canary at 50% (the candidate: the same model, through the rollout's loader)."""
     import signal
 
     import httpx
 
     from closedloop.serving.server import spawn
 
-    db = model_dir.parent / "fuzz.db"
+    cwd = model_dir.parent / f"fuzz-{request.param}"
+    cwd.mkdir(exist_ok=True)
+    overrides = [] if request.param == "off" else ["rollout=canary", "rollout.share=0.5"]
+    (cwd / "params.yaml").write_text(
+        dump(compose(["trainer=cpu", *overrides], conf_dir=ROOT / "conf"))
+    )
+    db = cwd / "fuzz.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), TOKENS: FUZZ_TOKEN}
-    args = ["--model-dir", "model", "--store-url", f"sqlite:///{db}"]
-    proc, url = spawn(args, cwd=model_dir.parent, env=env, timeout=60)
+    args = ["--model-dir", str(model_dir), "--store-url", f"sqlite:///{db}"]
+    if request.param == "canary":
+        args += ["--candidate-dir", str(model_dir)]
+    proc, url = spawn(args, cwd=cwd, env=env, timeout=60)
     try:
         auth = {"Authorization": f"Bearer {FUZZ_TOKEN}"}
         answer = httpx.post(f"{url}/predict", json={"features": GOOD}, headers=auth).json()

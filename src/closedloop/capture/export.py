@@ -21,8 +21,10 @@ Safe beside live writers: only records below every insert still in flight are ex
 ``settled_ends``), so a record that commits after a later one is never skipped.
 
 Prediction files: request_id, ts (timestamp[us, UTC]), model_version, event_time,
-prediction, probabilities (JSON text), latency_ms and one ``x_<feature>`` column per feature
-(float64; a personal field hashed by the store stays a string, a dropped one is absent).
+prediction, probabilities (JSON text), latency_ms, the rollout's columns (error, arm, share,
+shadow_prediction, shadow_latency_ms, shadow_error: null without a rollout; see
+closedloop.rollout.records) and one ``x_<feature>`` column per feature (float64; a personal
+field hashed by the store stays a string, a dropped one is absent).
 Feedback files: request_id, ts, label, action, source.
 """
 
@@ -64,6 +66,7 @@ WATERMARK = "_watermark.json"
 KINDS = {"predictions": (PREDICTIONS, PREDICTION_PREFIX), "feedback": (FEEDBACK, FEEDBACK_PREFIX)}
 DAY_US = 86_400_000_000
 TS = pa.timestamp("us", tz="UTC")
+FLOATS = ("latency_ms", "share", "shadow_latency_ms")  # the other plain columns are text
 LOCK_TIMEOUT = "30s"  # longest export waits for an insert still in flight (PostgreSQL)
 
 
@@ -76,7 +79,7 @@ def _table(kind: str, rows: list) -> pa.Table:
     arrays["ts"] = pa.array(columns.pop("ts"), pa.int64()).cast(TS)
     features = columns.pop("features", None)
     for name, values in columns.items():
-        arrays[name] = pa.array(values, pa.float64() if name == "latency_ms" else pa.string())
+        arrays[name] = pa.array(values, pa.float64() if name in FLOATS else pa.string())
     if features is not None:
         parsed = pa_json.read_json(io.BytesIO("\n".join(features).encode()))
         for name, column in zip(parsed.column_names, parsed.columns, strict=True):

@@ -67,6 +67,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
 )
 from sqlalchemy.engine import URL, Engine, make_url
@@ -90,6 +91,13 @@ class PredictionRecord:
     probabilities: dict[str, float]
     latency_ms: float
     event_time: str | None = None
+    # A rollout's columns (closedloop.rollout.records), null when no rollout is on.
+    error: str | None = None  # why the assigned model did not answer (the champion did)
+    arm: str | None = None  # champion | candidate: the arm the request was assigned
+    share: float | None = None  # the candidate's share in force (0 in shadow mode)
+    shadow_prediction: str | None = None  # the other model, run on the same request
+    shadow_latency_ms: float | None = None
+    shadow_error: str | None = None  # why the other model gave no prediction
 
 
 @dataclass(slots=True)
@@ -117,8 +125,25 @@ PREDICTIONS = Table(
     Column("prediction", String(128), nullable=False),
     Column("probabilities", Text, nullable=False),  # JSON object class -> probability
     Column("latency_ms", Float, nullable=False),
+    # A rollout's columns, added later: nullable, and added to older stores by migrate().
+    Column("error", String(256)),
+    Column("arm", String(16)),
+    Column("share", Float),
+    Column("shadow_prediction", String(128)),
+    Column("shadow_latency_ms", Float),
+    Column("shadow_error", String(256)),
     sqlite_autoincrement=True,  # seq is never reused, even after deletes: the export relies on it
 )
+ADDED = {
+    "predictions": (
+        "error",
+        "arm",
+        "share",
+        "shadow_prediction",
+        "shadow_latency_ms",
+        "shadow_error",
+    )
+}
 FEEDBACK = Table(
     "feedback",
     metadata,
@@ -138,6 +163,35 @@ STORE_META = Table(
     Column("key", String(64), primary_key=True),
     Column("value", String(256), nullable=False),
 )
+
+
+def migrate(engine: Engine) -> list[str]:
+    """Add the columns a store made by an older closedloop lacks; return the ones added.
+
+    Only nullable columns are ever added (``ADDED``), so old rows stay valid and read as null.
+    Two servers starting together may race: a column the other one added first is fine.
+    """
+    added = []
+    for table_name, names in ADDED.items():
+        table = metadata.tables[table_name]
+        have = {c["name"] for c in inspect(engine).get_columns(table_name)}
+        for name in names:
+            if name in have:
+                continue
+            column = table.c[name]
+            kind = column.type.compile(dialect=engine.dialect)
+            sql = f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(sql)
+            except SQLAlchemyError:
+                if name not in {c["name"] for c in inspect(engine).get_columns(table_name)}:
+                    raise
+                continue  # another process added it first
+            added.append(f"{table_name}.{name}")
+    if added:
+        log.warning("store: added column(s) %s to an older store", ", ".join(added))
+    return added
 
 
 def store_id(engine: Engine) -> str:
@@ -238,6 +292,7 @@ def open_engine(url: str | URL, create: bool = True) -> Engine:
     if create:
         try:
             metadata.create_all(engine)
+            migrate(engine)
             store_id(engine)
         except SQLAlchemyError as e:
             engine.dispose()
@@ -443,6 +498,12 @@ class FeedbackStore:
             r.prediction,
             _json(r.probabilities),
             float(r.latency_ms),
+            r.error,
+            r.arm,
+            None if r.share is None else float(r.share),
+            r.shadow_prediction,
+            None if r.shadow_latency_ms is None else float(r.shadow_latency_ms),
+            r.shadow_error,
         )
 
     def _private(self, features: dict[str, Any]) -> dict[str, Any]:

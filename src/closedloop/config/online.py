@@ -62,6 +62,22 @@ class Guardrail(_Strict):
         return self
 
 
+class Breaker(_Strict):
+    """The server's local circuit breaker: hard limits on the candidate's recent requests."""
+
+    window: int = Field(ge=1)
+    min_requests: int = Field(ge=1)
+    max_error_rate: float = Field(ge=0, le=1)
+    latency_budget_ms: float = Field(gt=0)
+    max_slow_rate: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _fits(self) -> Breaker:
+        if self.min_requests > self.window:
+            raise At("min_requests", f"{self.min_requests} is more than window {self.window}")
+        return self
+
+
 class RolloutConfig(_Strict):
     name: str
     mode: Literal["off", "shadow", "canary"]
@@ -73,6 +89,7 @@ class RolloutConfig(_Strict):
     min_hours: float = Field(ge=0)
     alpha: float = Field(gt=0, lt=0.5)
     srm_alpha: float = Field(gt=0, lt=0.5)
+    breaker: Breaker
 
     @field_validator("mode", mode="before")
     @classmethod

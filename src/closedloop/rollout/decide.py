@@ -120,9 +120,8 @@ def select(frame: pd.DataFrame, cfg: dict) -> pd.DataFrame:
             share = pd.to_numeric(rows["share"], errors="coerce")
             rows = rows[np.isclose(share, cfg["share"], rtol=0, atol=1e-9)]
         return rows
-    if "shadow_prediction" not in rows.columns:
-        return rows.iloc[0:0]
-    return rows[(rows["arm"] == "champion") & rows["shadow_prediction"].notna()]
+    ran = _bool(rows, "shadow_prediction") | _bool(rows, "shadow_error")  # a failure ran too
+    return rows[(rows["arm"] == "champion").to_numpy() & ran]
 
 
 def _bool(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -170,7 +169,7 @@ def traffic(rows: pd.DataFrame) -> tuple[G.Traffic, pd.Timestamp | None]:
         else np.full(n, None, dtype=object)
     )
     labels = label.astype(object).to_numpy()
-    shadow = pd.notna(shadow_pred)
+    shadow = pd.notna(shadow_pred) | _bool(rows, "shadow_error")  # it ran, answered or failed
     latency = pd.to_numeric(rows.get("latency_ms"), errors="coerce")
     shadow_latency = (
         pd.to_numeric(rows["shadow_latency_ms"], errors="coerce").to_numpy(dtype=float)
@@ -186,7 +185,7 @@ def traffic(rows: pd.DataFrame) -> tuple[G.Traffic, pd.Timestamp | None]:
         candidate=(rows["arm"] == "candidate").to_numpy(),
         error=_bool(rows, "error"),
         latency=np.asarray(latency, dtype=float) if latency is not None else np.full(n, np.nan),
-        correct=has_label & (prediction == labels),
+        correct=has_label & (prediction == labels) & ~_bool(rows, "error"),  # a failure is wrong
         shadow=shadow,
         shadow_error=_bool(rows, "shadow_error") & shadow,
         shadow_latency=shadow_latency,

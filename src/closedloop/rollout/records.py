@@ -10,15 +10,19 @@ model_version                 the answering model
 prediction, probabilities     its predicted class and class probabilities (JSON text)
 latency_ms                    how long it took to answer
 x_<feature>                   the features, as exported
-error                         *rollout columns:* null when the request was answered, else a
-                              short reason (the answering model failed)
-arm                           ``champion`` or ``candidate``: which model answered. A file
-                              without this column holds no rollout traffic.
+error                         *rollout columns:* null when the assigned model answered, else
+                              a short reason (it failed, or the server's circuit breaker was
+                              open, and the champion answered in its place)
+arm                           ``champion`` or ``candidate``: the arm the request was assigned
+                              (the model that answered, unless ``error`` says otherwise). A
+                              file without this column, or rows where it is null, hold no
+                              rollout traffic.
 share                         the candidate's share in force when the request was assigned
                               (canary); 0 in shadow mode
 shadow_prediction             the model that did not answer, run on the same request: the
 shadow_latency_ms             candidate in shadow mode (always), the champion in a canary
-shadow_error                  (optional: it feeds the disagreement guardrail)
+shadow_error                  (it feeds the disagreement guardrail); in shadow mode a failed
+                              candidate leaves only ``shadow_error``
 label, label_ts               the label from the latest feedback (an ``accept`` without a label
                               confirms the prediction) and when it arrived; null until then
 ============================  ==================================================================

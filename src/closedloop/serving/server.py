@@ -2,8 +2,13 @@
 
     POST /predict   {"features": {...}, "event_time": "2014-03-01"?}
                     -> {"request_id", "prediction", "probabilities", "model_version"}
+                       (and "arm", champion|candidate, while a rollout is on)
     POST /feedback  {"request_id", "label"?, "action"?: accept|correct|reject, "source"?}
-    GET  /healthz   -> model version, where it came from, whether the store answers
+    GET  /healthz   -> model version, where it came from, whether the store answers, and
+                       the rollout: {mode, share, champion, candidate, breaker, reason}
+
+With ``rollout.mode`` shadow or canary the champion and the candidate are served together
+(closedloop.serving.rollout: who answers, what is logged, the circuit breaker).
     GET  /openapi.json   every body and every error response, built from the dataset's schema
 
 A 2xx means the record is committed to the feedback store (group commit, see
@@ -24,6 +29,7 @@ features, hashed or dropped before the store, and never a model feature. Without
 server listens only on a loopback address; with them, they are compared in constant time.
 
     closedloop serve [--host H] [--port P] [--store-url URL] [--model-dir DIR] [--no-logging]
+                     [--candidate-dir DIR]
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ from closedloop.errors import ConfigError, StoreError
 from closedloop.io import sha256_file
 from closedloop.models.persist import load_model, predict_proba, predict_values
 from closedloop.paths import CANDIDATE_DIR, WEIGHTS
+from closedloop.serving.rollout import Rollout, candidate_version
 
 log = logging.getLogger("closedloop.serve")
 
@@ -137,6 +144,15 @@ def load_served_model(
         candidate_dir,
         served.version,
     )
+    return served
+
+
+def load_rollout_candidate(candidate_dir: Path, allowed: Sequence[str]) -> ServedModel:
+    """The candidate a rollout tries beside the champion: models/candidate, hash-checked."""
+    served = _load(
+        Path(candidate_dir), candidate_version(Path(candidate_dir)), "candidate", allowed
+    )
+    log.info("serve: rollout candidate %s from %s", served.version, candidate_dir)
     return served
 
 
@@ -234,11 +250,23 @@ class StoreHealth(BaseModel):
     pending: int = Field(description="records handed to the writer and not yet committed")
 
 
+class RolloutHealth(BaseModel):
+    mode: Literal["off", "shadow", "canary"]
+    share: float = Field(description="the candidate's declared share (canary)")
+    champion: str | None = Field(description="the champion's version; null without a rollout")
+    candidate: str | None = Field(description="the candidate's version; null without a rollout")
+    breaker: Literal["open", "closed"] = Field(
+        description="open: the candidate gets no requests, the champion answers all"
+    )
+    reason: str | None = Field(description="why the breaker opened")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     model_version: str
     source: Literal["registry", "candidate"]
     store: StoreHealth
+    rollout: RolloutHealth
 
 
 def _event_time(text: str) -> str:
@@ -279,7 +307,9 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=r"^[^\x00-\
 class ApiModels:
     """Request and response models for one model's features and classes."""
 
-    def __init__(self, served: ServedModel, personal: dict[str, str], window: dict):
+    def __init__(
+        self, served: ServedModel, personal: dict[str, str], window: dict, rollout: bool = False
+    ):
         self.features = served.features
         self.personal = [name for name in personal if name not in served.features]
         strict = ConfigDict(extra="forbid")
@@ -361,7 +391,17 @@ class ApiModels:
                 dict[str, float] | None,
                 Field(description="class -> probability; null for regression"),
             ),
-            model_version=(str, ...),
+            model_version=(str, Field(description="the model that answered")),
+            **(
+                {
+                    "arm": (
+                        Literal["champion", "candidate"],
+                        Field(description="the rollout arm whose model answered"),
+                    )
+                }
+                if rollout
+                else {}
+            ),
         )
         self.FeedbackResponse = create_model(
             "FeedbackResponse",
@@ -467,13 +507,20 @@ def _body_doc(name: str, secured: bool) -> dict:
 
 # ---------------------------------------------------------------------------- app
 def create_app(
-    params: dict, served: ServedModel | None = None, store: FeedbackStore | NullStore | None = None
+    params: dict,
+    served: ServedModel | None = None,
+    store: FeedbackStore | NullStore | None = None,
+    candidate: ServedModel | None = None,
+    clock=time.perf_counter,
 ) -> FastAPI:
     """The API around ``served`` (default: load_served_model()), logging into ``store``.
 
+    With ``rollout.mode`` shadow or canary, ``candidate`` (default: models/candidate) runs
+    beside it as closedloop.serving.rollout says. ``clock`` times the models (a test seam).
     The app owns the store: it is closed (and flushed) when the app shuts down.
     """
     served = served or load_served_model(allowed=params["allowed_targets"])
+    cfg = params["rollout"]
     personal = params["dataset"]["personal"]
     shared = sorted(set(personal) & set(served.features))
     if shared:
@@ -482,7 +529,23 @@ def create_app(
             "leave the model without it (list only fields sent beside the features)"
         )
     tokens = api_tokens(params)
-    api = ApiModels(served, personal, params["serve"]["event_time"])
+    rollout = None
+    if cfg["mode"] != "off":
+        if served.task == "regression":
+            raise ConfigError(
+                f"rollout.mode {cfg['mode']}: the server's rollouts compare classifiers; a "
+                "regression model is served without one (set rollout to off)"
+            )
+        candidate = candidate or load_rollout_candidate(CANDIDATE_DIR, params["allowed_targets"])
+        rollout = Rollout(cfg, served, candidate, [*served.features, *personal], clock)
+        log.info(
+            "serve: rollout %s: champion %s, candidate %s%s",
+            cfg["mode"],
+            served.version,
+            candidate.version,
+            f" at share {rollout.share:g} by {rollout.key}" if cfg["mode"] == "canary" else "",
+        )
+    api = ApiModels(served, personal, params["serve"]["event_time"], rollout is not None)
     store = store if store is not None else open_store(params)
     limit = params["serve"]["max_body_bytes"]
     errors = (401,) if tokens else ()
@@ -493,7 +556,7 @@ def create_app(
         store.close()
 
     app = FastAPI(title="closedloop", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.served, app.state.store = served, store
+    app.state.served, app.state.store, app.state.rollout = served, store, rollout
 
     @app.post(
         "/predict",
@@ -502,43 +565,59 @@ def create_app(
     )
     async def predict(request: Request) -> JSONResponse:
         """Predict, and commit the prediction to the feedback store before answering."""
-        start = time.perf_counter()
+        start, start_clock = time.perf_counter(), clock()
         _authorize(request, tokens)
         body = api.parse(api.Predict, await read_body(request, limit))
         given = body.features.model_dump(by_alias=True, exclude_none=True)
         values = [given[name] for name in served.features]
+        request_id = uuid.uuid4().hex
+        columns: dict = {}
+        version, arm = served.version, None
         if served.task == "regression":
             value = float(predict_values(served.model, [values])[0])
             if not math.isfinite(value):
                 raise _bad("features: the model gives no finite prediction for these values")
             prediction, probabilities, stored = value, None, repr(value)
         else:
-            probs = predict_proba(served.model, [values])[0].tolist()
+            if rollout is None:
+                probs = predict_proba(served.model, [values])[0].tolist()
+            else:
+                parsed = clock()
+                routed = rollout.route(request_id, given, values, (parsed - start_clock) * 1000)
+                # None: the champion failed too, refused below as it would be without a rollout
+                probs = routed.answer.probabilities or [math.nan]
+                version, arm, columns = routed.version, routed.arm, routed.columns
             if not all(map(math.isfinite, probs)):
                 raise _bad("features: the model gives no finite probabilities for these values")
             probabilities = dict(zip(served.classes, probs, strict=True))
             prediction = served.classes[max(range(len(probs)), key=probs.__getitem__)]
             stored = prediction
-        request_id = uuid.uuid4().hex
+        latency_ms = (
+            (time.perf_counter() - start) * 1000
+            if rollout is None
+            else (parsed - start_clock) * 1000 + routed.answer.ms
+        )
         record = PredictionRecord(
             request_id=request_id,
             ts=dt.datetime.now(dt.timezone.utc),
-            model_version=served.version,
+            model_version=version,
             features=given,  # personal fields included: the store hashes or drops them
             prediction=stored,  # a regressor's value as its shortest text
             probabilities=probabilities or {},
-            latency_ms=(time.perf_counter() - start) * 1000,
+            latency_ms=latency_ms,
             event_time=body.event_time,
+            **columns,
         )
         await _persist(store.persist_prediction, record)
-        return JSONResponse(
-            {
-                "request_id": request_id,
-                "prediction": prediction,
-                "probabilities": probabilities,
-                "model_version": served.version,
-            }
-        )
+        answer = {
+            "request_id": request_id,
+            "prediction": prediction,
+            "probabilities": probabilities,
+            "model_version": version,
+        }
+        if rollout is not None:
+            answer["arm"] = arm or "champion"
+        return JSONResponse(answer)
 
     @app.post(
         "/feedback",
@@ -574,6 +653,16 @@ def create_app(
             "model_version": served.version,
             "source": served.source,
             "store": {"ok": ok, "pending": store.pending},
+            "rollout": rollout.health()
+            if rollout is not None
+            else {
+                "mode": "off",
+                "share": 0.0,
+                "champion": None,
+                "candidate": None,
+                "breaker": "closed",
+                "reason": None,
+            },
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
@@ -642,6 +731,7 @@ def run_server(
     store_url: str | None = None,
     model_dir: Path | None = None,
     no_logging: bool = False,
+    candidate_dir: Path | None = None,
 ) -> None:
     """Serve until stopped: `closedloop serve` (make serve). Defaults come from conf/serve/."""
     import uvicorn
@@ -654,6 +744,17 @@ def run_server(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)  # batch-of-one inference: extra threads only add contention
     served = load_served_model(model_dir, allowed=params["allowed_targets"])
+    candidate = None
+    if params["rollout"]["mode"] != "off":
+        if served.source != "registry" and model_dir is None:
+            raise ConfigError(
+                f"rollout.mode is {params['rollout']['mode']}: a rollout tries the candidate "
+                f"beside the production model, but {REGISTRY} names none (promote one first, "
+                "or pin the champion with --model-dir)"
+            )
+        candidate = load_rollout_candidate(
+            candidate_dir or CANDIDATE_DIR, params["allowed_targets"]
+        )
     if no_logging:
         store: FeedbackStore | NullStore = NullStore()
         log.warning("serve: --no-logging: predictions and feedback are NOT stored")
@@ -668,7 +769,7 @@ def run_server(
         store.url,
     )
     try:
-        app = create_app(params, served, store)
+        app = create_app(params, served, store, candidate)
     except ConfigError:
         store.close()
         raise
