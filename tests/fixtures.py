@@ -106,7 +106,10 @@ SCHEMA = {
     "target": "weather",
     "time_column": "date",
     "features": FEATURES,
+    "feature_types": {"numeric": FEATURES, "categorical": []},
+    "missing": dict.fromkeys(FEATURES, "reject"),
     "classes": ["drizzle", "fog", "rain", "snow", "sun"],
+    "dataset_rows": {"rows_in": 1461, "kept": 1461, "quarantined": 0, "unused": 0, "reasons": {}},
     "splits": {
         "train": split_info(547, "2012-01-01", "2013-06-30"),
         "val": split_info(184, "2013-07-01", "2013-12-31"),

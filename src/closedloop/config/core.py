@@ -29,6 +29,7 @@ from closedloop.errors import ConfigError, ConfigRuleError
 from closedloop.paths import CONF_DIR, PARAMS
 
 Where = Callable[[tuple], str]
+DEFAULT_SLICES = "default"  # conf/slices/default.yaml: for a dataset without slices of its own
 
 
 # ----------------------------------------------------------------------- composition
@@ -60,6 +61,9 @@ def _hydra(conf_dir: Path, overrides: list[str]) -> tuple[dict, Origins]:
     try:
         with initialize_config_dir(str(conf_dir), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=overrides)
+            if "slices" not in cfg:  # the dataset has no conf/slices/<name>.yaml of its own
+                overrides = [*overrides, f"slices={DEFAULT_SLICES}"]
+                cfg = hydra_compose(config_name="config", overrides=overrides)
             origins = Origins.from_hydra(conf_dir, "config", overrides)
         raw = OmegaConf.to_container(cfg, resolve=True)
     except MissingConfigException as e:
@@ -279,6 +283,10 @@ def params_for_compose(
     raw = _read_yaml(params)
     if not isinstance(raw, dict):
         raise ConfigError(f"{params}: the config must be a mapping")
+    if "slices" not in raw:  # DVC composed a dataset without slices of its own
+        raw["slices"] = yaml.safe_load(
+            (Path(conf_dir) / "slices" / f"{DEFAULT_SLICES}.yaml").read_text(encoding="utf-8")
+        )
     conf_dir = Path(conf_dir).resolve()
     raw["code"] = user_code(conf_dir.parent / "src")
     return check(raw, _experiment_origins(conf_dir, raw, params))

@@ -149,12 +149,32 @@ class FeedbackConfig(Strict):
     min_rows: PositiveInt | None  # null: gates.min_samples
 
 
+class FeaturesConfig(Strict):
+    """The model's inputs by type. Booleans are categorical (their values become the strings
+    "True" and "False"), so there is no third type to keep apart."""
+
+    numeric: UniqueNames | None  # null: every column not named elsewhere
+    categorical: UniqueNames
+
+    @model_validator(mode="after")
+    def _disjoint(self):
+        both = sorted(set(self.numeric or ()) & set(self.categorical))
+        if both:
+            raise At("categorical", f"{both[0]!r} is also listed under features.numeric")
+        return self
+
+
+MissingPolicy = Literal["impute", "reject"]
+
+
 class DatasetConfig(Strict):
     name: str
     source: Target
     target: str
     time_column: str | None
-    features: UniqueNames | None
+    features: FeaturesConfig
+    # What a missing feature value does: `default` for every feature, or per feature name.
+    missing: dict[str, MissingPolicy]
     classes: UniqueNames | None
     split: SplitConfig
     personal: dict[str, Literal["hash", "drop"]]
@@ -164,6 +184,16 @@ class DatasetConfig(Strict):
     def _time_column(self):
         if self.split.strategy == "time" and self.time_column is None:
             raise At("time_column", "split.strategy=time needs a time_column")
+        return self
+
+    @model_validator(mode="after")
+    def _missing(self):
+        if "default" not in self.missing:
+            raise At("missing", "needs a `default` policy (impute or reject)")
+        declared = {*(self.features.numeric or ()), *self.features.categorical}
+        for name in self.missing:
+            if name != "default" and self.features.numeric is not None and name not in declared:
+                raise At(f"missing.{name}", "is not a declared feature")
         return self
 
 
@@ -216,6 +246,13 @@ class ClassSlice(_Slice):
     by: Literal["class"]
 
 
+class CategoricalSlice(_Slice):
+    """One slice set per categorical feature (slice_<feature>), values unseen in train as
+    the out-of-vocabulary bucket."""
+
+    by: Literal["categorical"]
+
+
 class ColumnSlice(_Slice):
     by: Literal["column"]
     column: str
@@ -233,7 +270,10 @@ class RangeSlice(_Slice):
         return self
 
 
-SliceSpec = Annotated[TimeSlice | ClassSlice | ColumnSlice | RangeSlice, Field(discriminator="by")]
+SliceSpec = Annotated[
+    TimeSlice | ClassSlice | CategoricalSlice | ColumnSlice | RangeSlice,
+    Field(discriminator="by"),
+]
 
 
 class SlicesConfig(Strict):

@@ -29,6 +29,7 @@ from closedloop.data.snapshot import read_schema, read_split, tensors
 from closedloop.errors import DataError
 from closedloop.evaluation.slices import slice_columns
 from closedloop.io import atomic_dir, csv_text, write_json, write_text
+from closedloop.models.encoding import Encoding
 from closedloop.models.persist import load_model, predict_proba
 from closedloop.numerics import pin
 from closedloop.paths import CANDIDATE_DIR, CHAMPION_ENTRY, EVAL_DIR, SNAPSHOT_DIR
@@ -117,7 +118,7 @@ def champion_predictions(champion, df: pd.DataFrame) -> list[str]:
             f"champion {entry.version}: feature(s) {missing} are not in the snapshot; "
             "it cannot be compared on the same inputs"
         )
-    x = df[config["features"]].to_numpy(dtype=np.float32)
+    x, _ = Encoding.from_config(config).transform(df)  # the champion's own encoding
     probs = predict_proba(model, x).numpy()
     return [config["classes"][i] for i in probs.argmax(1)]
 
@@ -140,6 +141,7 @@ def evaluate(
     schema = read_schema(snapshot).model_copy(
         update={"features": config["features"], "classes": config["classes"]}
     )
+    encoding = Encoding.from_config(config)
     train = read_split("train", snapshot)[schema.target].astype(str)
     baseline_class = str(train.value_counts().sort_index().idxmax())
     metrics: dict = {}
@@ -147,7 +149,7 @@ def evaluate(
     with atomic_dir(EVAL_DIR) as tmp:
         for split in mcfg["splits"]:
             df = read_split(split, snapshot)
-            x, y = tensors(df, schema)
+            x, y = tensors(df, schema, encoding)
             target = torch.from_numpy(y)
             probs = predict_proba(model, x)
             scored = score(probs, target, config["classes"], mcfg)
@@ -160,7 +162,11 @@ def evaluate(
             if champion is not None:
                 frame["champion_predicted"] = champion_predictions(champion, df)
             slices = slice_columns(
-                df, params["slices"], target=schema.target, time_column=schema.time_column
+                df,
+                params["slices"],
+                target=schema.target,
+                time_column=schema.time_column,
+                encoding=encoding,
             )
             frame = pd.concat([frame, slices.reset_index(drop=True)], axis=1)
             frame.to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")

@@ -19,6 +19,7 @@ from closedloop.artefacts.drift import DriftReport
 from closedloop.artefacts.evaluation import Comparison, MetricDelta, Metrics, SplitComparison
 from closedloop.artefacts.gate import Check, GateChampion, GateReport, Status, verdict_of
 from closedloop.artefacts.snapshot import SnapshotSchema, SplitInfo
+from closedloop.evaluation.slices import slice_names
 from closedloop.paths import DRIFT_JSON, GATE
 
 
@@ -286,15 +287,16 @@ def check_verdict(path: Path = GATE) -> int:
 def gate_reports(params: dict) -> GateReport:
     """Judge the candidate from the reports evaluate and drift wrote; write reports/gate.json."""
     comparison = Comparison.read()
+    schema = SnapshotSchema.read()
     result = judge(
         comparison,
         Metrics.read(),
         DriftReport.read_if_present(),
-        SnapshotSchema.read(),
+        schema,
         params["gates"],
         ChampionEntry.read(),
         ModelCard.read().weights_sha256,
-        slice_names=[s["name"] for s in params["slices"]["slices"]],
+        slice_names=slice_names(params["slices"], schema.feature_types.categorical),
         confidence_level=params["metrics"]["confidence_level"],
     )
     result.write()

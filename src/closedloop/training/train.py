@@ -19,6 +19,7 @@ from closedloop.artefacts.card import ModelCard
 from closedloop.artefacts.snapshot import SnapshotSchema
 from closedloop.data.snapshot import read_schema, read_split, tensors
 from closedloop.io import atomic_dir, csv_text, write_text
+from closedloop.models.encoding import Encoding
 from closedloop.models.nets import build_model, count_parameters
 from closedloop.models.persist import save_model
 from closedloop.numerics import pin
@@ -51,12 +52,20 @@ def make_trainer(trainer_cfg: dict) -> L.Trainer:
     )
 
 
+def fit_encoding(schema: SnapshotSchema, train) -> Encoding:
+    """The feature encoding learnt on the training split (closedloop.models.encoding)."""
+    types = schema.feature_types
+    return Encoding.fit(train, types.numeric, types.categorical, schema.missing)
+
+
 def loaders(
     params: dict, snapshot: Path
-) -> tuple[SnapshotSchema, DataLoader, DataLoader, torch.Tensor]:
+) -> tuple[SnapshotSchema, Encoding, DataLoader, DataLoader, torch.Tensor]:
     schema = read_schema(snapshot)
-    x_tr, y_tr = tensors(read_split("train", snapshot), schema)
-    x_va, y_va = tensors(read_split("val", snapshot), schema)
+    train_df = read_split("train", snapshot)
+    encoding = fit_encoding(schema, train_df)
+    x_tr, y_tr = tensors(train_df, schema, encoding)
+    x_va, y_va = tensors(read_split("val", snapshot), schema, encoding)
     bs = params["model"]["batch_size"]
     workers = params["trainer"]["num_workers"]
     gen = torch.Generator().manual_seed(params["seed"])
@@ -72,7 +81,7 @@ def loaders(
         batch_size=4096,
         num_workers=workers,
     )
-    return schema, train_dl, val_dl, torch.from_numpy(x_tr)
+    return schema, encoding, train_dl, val_dl, torch.from_numpy(x_tr)
 
 
 def train(
@@ -81,11 +90,11 @@ def train(
     """Train and save the candidate; return its model card (None on non-zero DDP ranks)."""
     pin(params.get("numerics"))  # the same bytes on any x86-64 CPU (closedloop.numerics)
     L.seed_everything(params["seed"], workers=True, verbose=False)
-    schema, train_dl, val_dl, x_train = loaders(params, snapshot)
+    schema, encoding, train_dl, val_dl, x_train = loaders(params, snapshot)
     allowed = params["allowed_targets"]
     # The network is built first, right after seeding: its initial weights are the first
     # draws from the seeded generator, so the same config gives the same weights.
-    model = build_model(params["model"], len(schema.features), len(schema.classes), allowed)
+    model = build_model(params["model"], encoding.width, len(schema.classes), allowed)
     model.set_standardisation(x_train)
     lit = build_module(params["model"], model, allowed)
     trainer = make_trainer(params["trainer"])
@@ -102,6 +111,7 @@ def train(
     config = {
         "model": params["model"],
         "features": schema.features,
+        "encoding": encoding.to_json(),
         "classes": schema.classes,
         "target": schema.target,
         "time_column": schema.time_column,
