@@ -26,7 +26,11 @@ from closedloop.paths import SCHEMA, SNAPSHOT_DIR
 # ------------------------------------------------------------------------ sources
 def load_source(cfg: dict, allowed: Sequence[str]) -> pd.DataFrame:
     """The raw table ``dataset.source`` names (closedloop.data.sources or a user's function)."""
-    df = instantiate(cfg["source"], allowed, "dataset.source")
+    try:
+        df = instantiate(cfg["source"], allowed, "dataset.source")
+    except DataError as e:  # a source's own refusal: name the dataset file that set it
+        where = f"conf/dataset/{cfg['name']}.yaml"
+        raise DataError(e if str(e).startswith(where) else f"{where}: {e}") from None
     if not isinstance(df, pd.DataFrame):
         raise DataError(
             f"dataset.source: {cfg['source']['_target_']} returned {type(df).__name__}, "
