@@ -199,3 +199,32 @@ def gate_reports(scenario: str) -> tuple[dict, dict]:
         }
     }
     return comparison, metrics
+
+
+# ------------------------------------------------------------ a user's own table (README)
+def cars_table(missing_labels: tuple[int, ...] = (10, 50, 200, 300, 390)) -> pd.DataFrame:
+    """vega_datasets' 406 cars (real, offline) as a user's table: numbers with real missing
+    values (Miles_per_Gallon 8, Horsepower 6), an integer-coded category (Cylinders), a text
+    one (make, the first word of the name: later years bring makes 1970-75 never had), the
+    model year, and ``missing_labels`` rows whose label (Origin) is blanked."""
+    from vega_datasets import local_data
+
+    df = local_data.cars()
+    df["make"] = df["Name"].str.split().str[0]
+    df = df.drop(columns="Name")
+    df.loc[list(missing_labels), "Origin"] = None
+    df["Year"] = df["Year"].dt.strftime("%Y-%m-%d")
+    return df
+
+
+def readme_block(first_line: str) -> str:
+    """The fenced code block of README.md that opens with ``first_line``: what the README
+    tells a user to write, taken literally."""
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for block in text.split("```")[1::2]:
+        body = block.split("\n", 1)[1] if "\n" in block else ""
+        if body.startswith(first_line):
+            return body
+    raise AssertionError(f"README.md has no code block opening with {first_line!r}")
