@@ -116,7 +116,8 @@ class Encoding:
             counts[f] = {"missing": int(holes.sum()), "oov": int(oov.sum())}
             blocks.append(onehot)
         x = np.hstack(blocks) if blocks else np.zeros((len(df), 0))
-        return x.astype(np.float32), counts
+        # Column-major, as pandas gives a numeric table: the same reductions, the same bytes.
+        return x.astype(np.float32, order="F"), counts
 
     def labels(self, df: pd.DataFrame, feature: str) -> pd.Series:
         """A categorical feature's values as the model sees them: unseen ones as ``<oov>``."""
