@@ -268,3 +268,15 @@ def test_only_data_feedback_counts_as_feedback(tmp_path, monkeypatch):
     record = collect(params, out_dir=tmp_path / "snap", data_dir=tmp_path / "data")
     assert record.feedback_files == [] and record.feedback_ignored_files == []
     assert record.feedback.predictions_in == 0  # type: ignore[attr-defined]
+
+
+def test_the_simulator_replays_categories_as_text_and_holes_as_null(cars):
+    from closedloop.serving.simulate import production_rows
+
+    root, *_ = cars
+    rows = production_rows(root / "snap")
+    assert len(rows) == 153
+    json.dumps([r.features for r in rows], allow_nan=False)  # valid JSON: no NaN
+    assert any(r.features["Horsepower"] is None for r in rows)
+    assert {type(r.features["make"]) for r in rows} == {str}
+    assert {r.features["Cylinders"] for r in rows} >= {"4", "5"}
