@@ -280,3 +280,52 @@ def test_the_simulator_replays_categories_as_text_and_holes_as_null(cars):
     assert any(r.features["Horsepower"] is None for r in rows)
     assert {type(r.features["make"]) for r in rows} == {str}
     assert {r.features["Cylinders"] for r in rows} >= {"4", "5"}
+
+
+def test_served_categories_and_holes_come_back_through_export_as_feedback(cars, tmp_path):
+    """The server stores a category as the text the model read and a hole as null; export
+    writes them; collect's reader takes them back under the dataset's policies."""
+    from closedloop.capture.export import export
+    from closedloop.capture.feedback import load
+    from closedloop.capture.store import FeedbackStore
+
+    root, params, _ = cars
+    served = load_served_model(root / "model", allowed=params["allowed_targets"])
+    db = tmp_path / "fb.db"
+    features = {
+        "Miles_per_Gallon": 30.0,
+        "Horsepower": None,
+        "Displacement": 100.0,
+        "Weight_in_lbs": 2000,
+        "Acceleration": 15.0,
+        "Cylinders": 4,
+        "make": "tesla",
+    }
+    store = FeedbackStore(f"sqlite:///{db}", batch_size=4, flush_interval_ms=5)
+    with TestClient(create_app(params, served, store)) as client:
+        for _ in range(3):
+            rid = client.post("/predict", json={"features": features}).json()["request_id"]
+            assert (
+                client.post("/feedback", json={"request_id": rid, "label": "USA"}).status_code
+                == 200
+            )
+    export(f"sqlite:///{db}", tmp_path / "data")
+    fb = load(
+        tmp_path / "data",
+        params["dataset"],
+        params["dataset"]["features"]["numeric"],
+        ["Europe", "Japan", "USA"],
+        categorical=["Cylinders", "make"],
+        imputed=served.features,
+    )
+    assert len(fb.quarantine) == 0 and len(fb.labelled) == 3
+    row = fb.labelled.iloc[0]
+    assert row["make"] == "tesla" and row["Cylinders"] == "4" and np.isnan(row["Horsepower"])
+    strict = load(
+        tmp_path / "data",
+        params["dataset"],
+        params["dataset"]["features"]["numeric"],
+        ["Europe", "Japan", "USA"],
+        categorical=["Cylinders", "make"],
+    )  # nothing imputed: the hole is a reason
+    assert len(strict.labelled) == 0 and "x_Horsepower" in strict.quarantine["reason"].iloc[0]
