@@ -3,7 +3,9 @@
 collect calls ``dataset.source`` with its YAML arguments and validates what comes back
 against the dataset's declared columns. Any function returning a pandas DataFrame can be a
 source; a user's own lives in their package in src/ (add its prefix to allowed_targets).
-The built-ins ship their data inside installed packages, so nothing is downloaded.
+The built-ins ship their data inside installed packages, so nothing is downloaded. A user's
+own table is read_table (files), duckdb_query (SQL over files) or sql_query (a database);
+their refusals are DataErrors naming the key, which collect prefixes with the dataset file.
 """
 
 from __future__ import annotations
