@@ -329,3 +329,54 @@ def test_served_categories_and_holes_come_back_through_export_as_feedback(cars, 
         categorical=["Cylinders", "make"],
     )  # nothing imputed: the hole is a reason
     assert len(strict.labelled) == 0 and "x_Horsepower" in strict.quarantine["reason"].iloc[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["~dataset.missing.default"],
+            "override '~dataset.missing.default': dataset.missing: needs a `default` policy "
+            "(impute or reject)",
+        ),
+        (
+            ["+dataset.missing.rooms=reject"],
+            "override '+dataset.missing.rooms=reject': dataset.missing.rooms: is not a declared "
+            "feature",
+        ),
+        (
+            ["+dataset.missing.Horsepower=drop"],
+            "override '+dataset.missing.Horsepower=drop': dataset.missing.Horsepower: must be one "
+            "of 'impute' or 'reject', got 'drop'",
+        ),
+        (
+            ["dataset.features.categorical=[make,Horsepower]"],
+            "override 'dataset.features.categorical=[make,Horsepower]': "
+            "dataset.features.categorical: 'Horsepower' is also listed under features.numeric",
+        ),
+    ],
+    ids=["no-default", "not-a-feature", "unknown-policy", "both-types"],
+)
+def test_feature_types_and_policies_are_checked_at_compose(tmp_path, overrides, expected):
+    from closedloop.errors import ConfigError
+
+    cars_conf(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        compose(["dataset=cars", *overrides], tmp_path / "conf")
+    assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_a_slot_constant_in_train_stays_in_scale_for_unseen_values(cars):
+    """The <oov> and <missing> slots are all zeros in train: standardising by their std
+    (clamped to 1e-6) would turn a first unseen value into 1e6; they are centred only."""
+    root, *_ = cars
+    config = json.loads((root / "model/config.json").read_text())
+    enc = Encoding.from_config(config)
+    std = load_file(str(root / "model/model.safetensors"))["std"]
+    oov_slot = len(enc.numeric) + len(enc.categorical["Cylinders"]) + 1  # Cylinders' <oov>
+    assert float(std[oov_slot]) == 1.0
+    served = load_served_model(root / "model", allowed=["closedloop.models."])
+    row = pd.DataFrame([{f: 1.0 for f in enc.numeric} | {"Cylinders": "12", "make": "ford"}])
+    x, _ = enc.transform(row)
+    z = (served.model.mean.new_tensor(x) - served.model.mean) / served.model.std
+    assert float(z.abs().max()) < 100
