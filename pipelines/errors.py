@@ -12,7 +12,8 @@ from closedloop.paths import ERRORS_MD, ERRORS_TABLE
 
 def main() -> None:
     errors = write_errors()
-    print(f"errors: {len(errors)} mispredictions -> {ERRORS_TABLE}, {ERRORS_MD}")
+    what = "residuals" if "residual" in errors.columns else "mispredictions"
+    print(f"errors: {len(errors)} {what} -> {ERRORS_TABLE}, {ERRORS_MD}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ from closedloop.paths import METRICS
 
 def main() -> None:
     metrics = evaluate(load_params())
-    summary = ", ".join(
-        f"{s} accuracy {m.value('accuracy'):.3f}" if m.n else f"{s} has no rows"
+    summary = ", ".join(  # the task's headline metric: the first it declares
+        f"{s} {name} {m.value(name):.3f}"
+        if m.n and (name := next(iter(m.model_extra)))
+        else f"{s} has no rows"
         for s, m in metrics.items()
     )
     print(f"evaluate: {summary} -> {METRICS}")

@@ -343,7 +343,7 @@ def errors() -> None:
     type=float,
     default=0.0,
     show_default=True,
-    help="minimum confidence of the wrong answer",
+    help="minimum confidence of the wrong answer (regression: absolute residual)",
 )
 @click.option("--slice", "slice_filter", help="NAME=VALUE, e.g. season=winter")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)

@@ -42,27 +42,33 @@ def instantiate(cfg: dict) -> None:
     """Build everything a config names: the source and its splits, the network, the module
     with its optimiser and loss, and the Trainer. Every `_target_` is one of these (nested
     ones are built by their parent)."""
-    assert {path for path, _ in target_nodes(cfg) if path[:2] in BUILT} == BUILT
+    # model.loss: null is the task's own loss (closedloop.models.nets.TASK_LOSS)
+    built = BUILT - ({("model", "loss")} if cfg["model"]["loss"] is None else set())
+    assert {path for path, _ in target_nodes(cfg) if path[:2] in BUILT} == built
     assert all(path[:2] in BUILT for path, _ in target_nodes(cfg)), "a _target_ nobody builds"
     allowed = cfg["allowed_targets"]
     ds = cfg["dataset"]
+    task = ds["task"]
     if ds["source"]["_target_"].endswith(".synthetic"):
         ds = {**ds, "source": {**ds["source"], "n_samples": 300}}
     frame = load_source(ds, allowed)
     numeric, categorical, classes = resolve_columns(ds, frame)
-    classes = classes or sorted(frame[ds["target"]].astype(str).unique())
+    if classes is None:  # learnt from the data
+        classes = sorted(frame[ds["target"]].astype(str).unique())
     splits = split_frame(frame, ds, cfg["seed"])
     assert all(len(s) for s in splits.values())
     missing = policies(ds, [*numeric, *categorical])
     width = Encoding.fit(splits["train"], numeric, categorical, missing).width
-    model = build_model(cfg["model"], width, len(classes), allowed)
+    model = build_model(cfg["model"], width, len(classes), allowed, task=task)
     module = build_module(cfg["model"], model, allowed)
     assert isinstance(module, L.LightningModule) and module.model is model
     logits = module(torch.zeros(3, width))
-    assert logits.shape == (3, len(classes))
+    assert logits.shape == (3, len(classes) if task == "multiclass" else 1)
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Optimizer)
-    assert float(module.loss(logits, torch.zeros(3, dtype=torch.long)).detach()) > 0
+    # The targets as collect's tensors() gives them to the task's loss.
+    y = torch.zeros(3, dtype=torch.long) if task == "multiclass" else torch.ones(3, 1) * 7
+    assert float(module.loss(logits, y).detach()) > 0
     t = cfg["trainer"]
     needs_gpu = t["accelerator"] in ("gpu", "cuda")
     if needs_gpu and not torch.cuda.is_available():
@@ -79,6 +85,8 @@ def test_every_option_of_every_group_composes_and_instantiates(group):
         overrides = [f"{group}={option}"]
         if group == "model" and option == "cnn":
             overrides.append("dataset=digits")  # a CNN needs image-shaped features
+        if group in ("slices", "gates") and option in options("dataset"):
+            overrides.append(f"dataset={option}")  # they name the dataset's columns and metrics
         cfg = compose(overrides, conf_dir=CONF)
         assert cfg[group]["name"] == option, (
             f"conf/{group}/{option}.yaml: name must equal the file name"

@@ -60,6 +60,7 @@ def write_inputs(root, n_slice_values=3, verdict="fail", drift=True):
         root / "reports/comparison.json",
         {
             "champion": {"version": "v1.0.0", "model_hash": "a" * 64, "commit": "c" * 40},
+            "task": "multiclass",
             "baseline_class": "rain",
             "splits": {"production": comp},
         },

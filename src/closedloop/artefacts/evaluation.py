@@ -8,7 +8,7 @@ change here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field, RootModel, model_validator
 
@@ -89,14 +89,23 @@ class McNemar(Artefact):
     p_value: float
 
 
+class Wilcoxon(Artefact):
+    """Regression's paired test: the signed-rank test on absolute errors (scipy.stats.wilcoxon)."""
+
+    statistic: float
+    p_value: float
+
+
 class SliceComparison(Artefact):
-    """One slice value: ``n``, McNemar and its Holm-adjusted p, and one entry per metric."""
+    """One slice value: ``n``, the paired test (McNemar for classification, Wilcoxon for
+    regression) and its Holm-adjusted p, and one entry per metric."""
 
     model_config = ConfigDict(**{**STRICT, "extra": "allow"})
     __pydantic_extra__: dict[str, MetricDelta] = Field(init=False)
 
     n: int
     mcnemar: McNemar | None
+    wilcoxon: Wilcoxon | None = absent()
     p_holm: float | None
 
     @model_validator(mode="after")
@@ -112,8 +121,12 @@ class SplitComparison(Artefact):
     n: int
     has_champion: bool
     overall: dict[str, MetricDelta]
-    baseline: dict[str, float] = Field(description="a most-frequent-class dummy, per metric")
+    baseline: dict[str, float] = Field(
+        description="the task's dummy, per metric: the most frequent training class, or the "
+        "mean training target (regression)"
+    )
     mcnemar: McNemar | None
+    wilcoxon: Wilcoxon | None = absent()
     slices: dict[str, dict[str, SliceComparison]] = Field(description="slice -> value -> scores")
 
     @model_validator(mode="after")
@@ -132,5 +145,9 @@ class Comparison(Artefact):
     PATH: ClassVar[Path] = COMPARISON
 
     champion: ComparedChampion | None
-    baseline_class: str = Field(description="the most frequent class of the training split")
+    task: Literal["binary", "multiclass", "regression"] = Field(description="the dataset's task")
+    baseline_class: str | None = Field(
+        description="the most frequent class of the training split; null for regression"
+    )
+    baseline_value: float | None = absent()  # regression: the mean training target
     splits: dict[str, SplitComparison]

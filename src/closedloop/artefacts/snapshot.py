@@ -52,6 +52,7 @@ class SnapshotSchema(Artefact):
     PATH: ClassVar[Path] = SCHEMA
 
     dataset: str
+    task: Literal["binary", "multiclass", "regression"] = Field(description="dataset.task")
     source: str | dict[str, Any] = Field(description="a built-in source, or its _target_ call")
     target: str
     time_column: str | None
@@ -60,7 +61,7 @@ class SnapshotSchema(Artefact):
     missing: dict[str, Literal["impute", "reject"]] = Field(
         description="each feature's missing-value policy"
     )
-    classes: list[str]
+    classes: list[str] = Field(description="the labels; empty for regression")
     dataset_rows: DatasetRows
     splits: dict[str, SplitInfo]
     feedback_files: list[str] = Field(description="exported partitions under data/feedback/")

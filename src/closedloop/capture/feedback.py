@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from closedloop.capture.rules import FeedbackRule
+from closedloop.capture.rules import FeedbackRule, rule_for
 
 PREDICTIONS = "part-predictions-"
 FEEDBACK = "part-feedback-"
@@ -486,12 +486,14 @@ def load(
     now: pd.Timestamp | None = None,
     categorical: tuple[str, ...] | list[str] = (),
     imputed: tuple[str, ...] | list[str] = (),
+    task: str = "multiclass",
 ) -> Feedback:
     """Join predictions with their latest feedback into labelled rows in snapshot form.
     ``features`` are the numeric features, ``categorical`` the text ones; a feature in
-    ``imputed`` may be missing (the model's encoding imputes it), any other may not."""
+    ``imputed`` may be missing (the model's encoding imputes it), any other may not.
+    ``task``: regression labels are finite numbers, other labels one of ``classes``."""
     now = now or pd.Timestamp(dt.datetime.now(dt.timezone.utc))
-    rule = FeedbackRule(classes)
+    rule = rule_for(task, classes)
     found, ignored = scan(data_dir)
     rules = _PredictionRules(now, features, categorical, imputed)
     p_reader = _Reader(rules, found["predictions"])
@@ -534,7 +536,9 @@ def load(
     latest = newest_first[_first_of_each(_codes(fb["request_id"].take(newest_first)))]
     latest = latest[np.argsort(position.to_numpy(zero_copy_only=False)[latest], kind="stable")]
     joined = answered.take(position.take(latest))
-    labelled = _labelled(joined, fb.take(latest), ds, [*features, *categorical], classes, rule)
+    labelled = _labelled(
+        joined, fb.take(latest), ds, [*features, *categorical], classes, rule, task
+    )
 
     rejected = [r for r in p_reader.rejected + f_reader.rejected if len(r)]
     unreadable = p_reader.unreadable + f_reader.unreadable
@@ -568,6 +572,7 @@ def _labelled(
     features: list[str],
     classes: list[str],
     rule: FeedbackRule,
+    task: str,
 ) -> pd.DataFrame:
     """Labelled rows in snapshot form: the label each latest answer gives (the rule's)."""
     label = rule.given(answer["label"], answer["action"], joined["prediction"]).to_pandas()
@@ -582,5 +587,9 @@ def _labelled(
     source = answer["source"].to_pandas().fillna("unknown").astype(str)
     labelled["origin"] = ("feedback:" + source).to_numpy()
     # No label (a reject without one), or an accepted prediction the dataset does not know.
-    labelled = labelled[labelled[ds["target"]].isin(classes)]
+    if task == "regression":  # the rule kept only finite numbers (or none at all)
+        labelled = labelled[labelled[ds["target"]].notna()]
+        labelled[ds["target"]] = labelled[ds["target"]].astype(float)
+    else:
+        labelled = labelled[labelled[ds["target"]].isin(classes)]
     return labelled.sort_values("_when", kind="stable").reset_index(drop=True)

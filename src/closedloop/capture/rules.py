@@ -13,12 +13,15 @@ collect's fast path.
     accept    optional                  the label, else the prediction (it was right)
     reject    optional                  the label, else nothing: wrong, right answer unknown
 
-A label is one of the model's classes. For a numeric label (regression) a subclass changes
-``label_problem`` and ``label_valid`` only.
+A label is one of the model's classes; for a regressor (:class:`NumericFeedbackRule`) it is a
+finite number, stored as its shortest text (``repr`` of the float). ``rule_for`` picks the
+rule of a model's task; the server and collect both call it.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,3 +75,45 @@ class FeedbackRule:
 
         accepted = pc.fill_null(pc.equal(action, "accept"), False)
         return pc.coalesce(label, pc.if_else(accepted, prediction, None))
+
+
+# A number as text, as a regressor's labels are stored (JSON numbers, repr of floats).
+NUMBER = r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"
+
+
+def as_number(label: Any) -> float | None:
+    """The finite number a label holds (a number, or its text), else None."""
+    if isinstance(label, bool):
+        return None
+    if isinstance(label, (int, float)) or (isinstance(label, str) and re.match(NUMBER, label)):
+        value = float(label)
+    else:
+        return None
+    return value if math.isfinite(value) else None
+
+
+class NumericFeedbackRule(FeedbackRule):
+    """The rule for a regressor: a label is a finite number (JSON number, or its text)."""
+
+    def __init__(self):
+        super().__init__([])
+
+    def label_problem(self, label: Any) -> str | None:
+        if as_number(label) is not None:
+            return None
+        return f"label: expected a finite number, got {label!r:.40}"
+
+    def label_valid(self, label):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        text = pc.cast(label, pa.string())
+        number = pc.match_substring_regex(text, NUMBER)
+        # Overflowing text ("1e999") matches the pattern; only finite values are labels.
+        safe = pc.if_else(number, text, pa.scalar("nan"))
+        return pc.and_kleene(number, pc.is_finite(pc.cast(safe, pa.float64())))
+
+
+def rule_for(task: str, classes: Sequence[str]) -> FeedbackRule:
+    """The feedback rule of a model's task."""
+    return NumericFeedbackRule() if task == "regression" else FeedbackRule(classes)

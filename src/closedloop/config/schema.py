@@ -32,11 +32,16 @@ from closedloop.errors import ConfigRuleError as At
 from closedloop.numerics import check as check_numerics
 
 SPLITS = ("train", "val", "production")
-COMPARABLE = metrics.names(comparable=True)  # compared with the champion (closedloop.metrics)
+# Every task's metric names (closedloop.metrics); Params checks they are the dataset's task's.
+ALL_METRICS = tuple(dict.fromkeys(m.name for ms in metrics.TASKS.values() for m in ms))
+COMPARABLE = tuple(  # compared with the champion (a paired bootstrap)
+    dict.fromkeys(m.name for ms in metrics.TASKS.values() for m in ms if m.comparable)
+)
 
 Split = Literal["train", "val", "production"]
+Task = Literal[tuple(metrics.TASKS)]  # type: ignore[valid-type]
 Comparable = Literal[COMPARABLE]  # type: ignore[valid-type]
-MetricName = Literal[metrics.names()]  # type: ignore[valid-type]
+MetricName = Literal[ALL_METRICS]  # type: ignore[valid-type]
 PositiveInt = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
@@ -120,7 +125,8 @@ class Fractions(Strict):
 
 
 class SplitConfig(Strict):
-    strategy: Literal["time", "random"]
+    strategy: Literal["time", "random", "sorted"]
+    order_by: str | None  # strategy=sorted: the column rows are ordered by before cutting
     train: DateRange | None
     val: DateRange | None
     production: DateRange | None
@@ -128,9 +134,14 @@ class SplitConfig(Strict):
 
     @model_validator(mode="after")
     def _complete(self):
-        if self.strategy == "random":
+        if self.strategy in ("random", "sorted"):
             if self.fractions is None:
-                raise At("fractions", "strategy=random needs fractions for train, val, production")
+                raise At(
+                    "fractions",
+                    f"strategy={self.strategy} needs fractions for train, val, production",
+                )
+            if self.strategy == "sorted" and self.order_by is None:
+                raise At("order_by", "strategy=sorted needs the column to order rows by")
             return self
         ranges = []
         for name in SPLITS:
@@ -170,6 +181,7 @@ MissingPolicy = Literal["impute", "reject"]
 
 class DatasetConfig(Strict):
     name: str
+    task: Task
     source: Target
     target: str
     time_column: str | None
@@ -185,6 +197,10 @@ class DatasetConfig(Strict):
     def _time_column(self):
         if self.split.strategy == "time" and self.time_column is None:
             raise At("time_column", "split.strategy=time needs a time_column")
+        if self.task == "regression" and self.classes is not None:
+            raise At("classes", "a regression target is a number: classes must be null")
+        if self.task == "binary" and self.classes is not None and len(self.classes) != 2:
+            raise At("classes", f"task binary needs exactly 2 classes, got {len(self.classes)}")
         return self
 
     @model_validator(mode="after")
@@ -204,7 +220,7 @@ class ModelConfig(Strict):
     net: Target
     module: Target
     optimizer: Optimizer
-    loss: Target
+    loss: Target | None  # null: the task's loss (closedloop.models.nets.TASK_LOSS)
     batch_size: PositiveInt
 
 
@@ -229,7 +245,8 @@ class MetricsConfig(Strict):
     splits: Annotated[list[Split], Field(min_length=1)]
     ece_bins: Annotated[int, Field(ge=2)]
     calibration_bins: Annotated[int, Field(ge=2)]
-    compare: list[Comparable]
+    threshold: float = Field(gt=0, lt=1)
+    compare: list[Comparable] | None
     confidence_level: float = Field(gt=0.5, lt=1)
     n_resamples: Annotated[int, Field(ge=100)]
     bootstrap_seed: int
@@ -391,6 +408,32 @@ class Params(Strict):
     rollout: RolloutConfig
     monitor: MonitorConfig
     code: dict[str, str]
+
+    @model_validator(mode="after")
+    def _task_metrics(self):
+        """Every metric a check names is one the dataset's task measures."""
+        task = self.dataset.task
+        known = metrics.names(task)
+        named = [("metrics.compare", m) for m in self.metrics.compare or ()]
+        named += [("gates.floors", m) for m in self.gates.floors]
+        named += [("gates.vs_champion", c.metric) for c in self.gates.vs_champion]
+        if self.gates.slice_regression is not None:
+            named.append(("gates.slice_regression.metric", self.gates.slice_regression.metric))
+        if self.gates.beat_baseline is not None:
+            named.append(("gates.beat_baseline", self.gates.beat_baseline))
+        for key, name in named:
+            if name not in known:
+                raise At(key, f"{name!r} is not a {task} metric (choose from: {', '.join(known)})")
+        compared = compared_metrics(self.metrics.compare, task)
+        for key, name in named[len(self.metrics.compare or ()) :]:
+            if key != "gates.floors" and name not in compared:
+                raise At(key, f"{name!r} is not compared with the champion (see metrics.compare)")
+        return self
+
+
+def compared_metrics(compare: list[str] | None, task: str) -> list[str]:
+    """``metrics.compare``: as listed, or every comparable metric of the task when null."""
+    return list(compare) if compare is not None else list(metrics.names(task, comparable=True))
 
 
 GROUPS = (

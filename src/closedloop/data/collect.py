@@ -88,7 +88,15 @@ def collect(
     keep = [*([ds["time_column"]] if ds["time_column"] else []), *features, ds["target"], "origin"]
     imputed = [f for f, rule in policies(ds, features).items() if rule == "impute"]
     fb = (
-        feedback.load(data_dir, ds, numeric, classes, categorical=categorical, imputed=imputed)
+        feedback.load(
+            data_dir,
+            ds,
+            numeric,
+            classes,
+            categorical=categorical,
+            imputed=imputed,
+            task=ds["task"],
+        )
         if ds["feedback"]["enabled"]
         else None
     )
@@ -97,6 +105,7 @@ def collect(
 
     record = {
         "dataset": ds["name"],
+        "task": ds["task"],
         "source": ds["source"],
         "target": ds["target"],
         "time_column": ds["time_column"],

@@ -48,6 +48,8 @@ def resolve_columns(cfg: dict, df: pd.DataFrame) -> tuple[list[str], list[str], 
     numeric = cfg["features"]["numeric"]
     if numeric is None:
         numeric = [c for c in df.columns if c not in reserved]
+    if cfg["task"] == "regression":  # a number: no classes
+        return list(numeric), categorical, []
     classes = [str(c) for c in cfg["classes"]] if cfg["classes"] else None
     return list(numeric), categorical, classes
 
@@ -87,7 +89,8 @@ def frame_schema(cfg: dict, numeric: list[str], categorical: list[str]) -> pa.Da
     their rows were quarantined or imputed by policy (closedloop.models.encoding)."""
     columns = {f: pa.Column(float, coerce=True, nullable=True) for f in numeric}
     columns |= {f: pa.Column(object, nullable=True) for f in categorical}
-    columns[cfg["target"]] = pa.Column(str, coerce=True, nullable=False)
+    target = float if cfg["task"] == "regression" else str
+    columns[cfg["target"]] = pa.Column(target, coerce=True, nullable=False)
     if cfg.get("time_column"):
         columns[cfg["time_column"]] = pa.Column("datetime64[ns]", coerce=True, nullable=False)
     return pa.DataFrameSchema(columns, strict="filter", coerce=True)
@@ -110,7 +113,11 @@ def row_problems(
 
     target = df[cfg["target"]]
     add(target.isna(), f"target {cfg['target']!r}: missing")
-    if classes is not None:
+    if cfg["task"] == "regression":  # a number, finite
+        value = pd.to_numeric(target, errors="coerce")
+        add(target.notna() & value.isna(), f"target {cfg['target']!r}: not a number")
+        add(value.notna() & ~np.isfinite(value.fillna(0)), f"target {cfg['target']!r}: not finite")
+    elif classes is not None:
         text = target.astype(str)
         unknown = target.notna() & ~text.isin(classes)
         for value in sorted(text[unknown].unique()):
@@ -150,7 +157,9 @@ def validate_frame(df: pd.DataFrame, schema: pa.DataFrameSchema, where: str) -> 
 
 # -------------------------------------------------------------------------- splits
 def split_frame(df: pd.DataFrame, cfg: dict, seed: int) -> dict[str, pd.DataFrame]:
-    """Apply the declared split: inclusive date ranges, or seeded stratified fractions."""
+    """Apply the declared split: inclusive date ranges; seeded fractions (stratified by label
+    for classification); or, for strategy=sorted, fractions cut in ``order_by`` order (train
+    lowest, production highest: a production window that really shifts)."""
     sp = cfg["split"]
     if sp["strategy"] == "time":
         t = pd.to_datetime(df[cfg["time_column"]])
@@ -159,15 +168,23 @@ def split_frame(df: pd.DataFrame, cfg: dict, seed: int) -> dict[str, pd.DataFram
             r = sp[name]
             mask = (t >= pd.Timestamp(r["start"])) & (t <= pd.Timestamp(r["end"]))
             out[name] = df.loc[mask].sort_values(cfg["time_column"], kind="stable")
+    elif sp["strategy"] == "sorted":
+        fr = sp["fractions"]
+        ordered = df.sort_values(sp["order_by"], kind="stable")
+        a = round(fr["train"] * len(df))
+        b = a + round(fr["val"] * len(df))
+        out = {"train": ordered.iloc[:a], "val": ordered.iloc[a:b], "production": ordered.iloc[b:]}
     else:
         from sklearn.model_selection import train_test_split
 
         fr = sp["fractions"]
-        y = df[cfg["target"]]
-        rest, prod = train_test_split(df, test_size=fr["production"], random_state=seed, stratify=y)
+        strata = (lambda d: None) if cfg["task"] == "regression" else (lambda d: d[cfg["target"]])
+        rest, prod = train_test_split(
+            df, test_size=fr["production"], random_state=seed, stratify=strata(df)
+        )
         val_share = fr["val"] / (fr["train"] + fr["val"])
         train, val = train_test_split(
-            rest, test_size=val_share, random_state=seed, stratify=rest[cfg["target"]]
+            rest, test_size=val_share, random_state=seed, stratify=strata(rest)
         )
         out = {"train": train, "val": val, "production": prod}
     for name, part in out.items():
@@ -198,9 +215,14 @@ def read_split(name: str, snapshot: Path = SNAPSHOT_DIR) -> pd.DataFrame:
 
 
 def tensors(df: pd.DataFrame, schema: SnapshotSchema, encoding) -> tuple[np.ndarray, np.ndarray]:
-    """Features through the encoding (closedloop.models.encoding) as float32, and labels as
-    class indices in the snapshot's declared order."""
+    """Features through the encoding (closedloop.models.encoding) as float32, and the target
+    as the task's loss takes it: class indices (multiclass), the positive class as 0/1 float32
+    of shape (n, 1) (binary), or the value as float32 of shape (n, 1) (regression)."""
     x, _ = encoding.transform(df)
+    if schema.task == "regression":
+        return x, df[schema.target].to_numpy(dtype=np.float32).reshape(-1, 1)
     index = {c: i for i, c in enumerate(schema.classes)}
     y = df[schema.target].astype(str).map(index).to_numpy(dtype=np.int64)
+    if schema.task == "binary":
+        return x, y.astype(np.float32).reshape(-1, 1)
     return x, y

@@ -40,6 +40,30 @@ def digits() -> pd.DataFrame:
     return df
 
 
+def breast_cancer() -> pd.DataFrame:
+    """scikit-learn's Wisconsin breast cancer set (569 tumours, 30 measurements): a binary
+    label ``diagnosis``, benign or malignant."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    names = [n.replace(" ", "_") for n in bunch.feature_names]
+    df = pd.DataFrame(bunch.data, columns=names)
+    df["diagnosis"] = np.asarray(bunch.target_names)[bunch.target]  # 0 malignant, 1 benign
+    return df
+
+
+def diabetes() -> pd.DataFrame:
+    """scikit-learn's diabetes set (442 patients), unscaled: age, sex, bmi, bp, six blood
+    serum measurements s1..s6, and ``progression``, a measure of disease progression one year
+    after baseline (a number from 25 to 346)."""
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes(scaled=False)
+    df = pd.DataFrame(bunch.data, columns=bunch.feature_names)
+    df["progression"] = bunch.target
+    return df
+
+
 def synthetic(
     n_samples: Annotated[int, Field(ge=10)],
     n_features: PositiveInt,

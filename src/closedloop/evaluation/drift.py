@@ -6,7 +6,7 @@ the champion's training data (models/champion/train.parquet) when a champion exi
 drift is measured against what production actually runs on; before the first promotion it is
 the candidate's own training split. Features, the label (label shift) and the candidate's
 predicted class on both sides (prediction shift) are tested with Evidently's
-DataDriftPreset. Writes reports/drift.html (Evidently's report) and reports/drift.json (the
+DataDriftPreset (a regression's target and predicted values as numbers). Writes reports/drift.html (Evidently's report) and reports/drift.json (the
 verdicts the gate and the PR comment read; the same inputs always give the same bytes).
 """
 
@@ -29,7 +29,7 @@ from closedloop.data.snapshot import read_schema, read_split
 from closedloop.errors import DataError
 from closedloop.io import atomic_path
 from closedloop.models.encoding import OOV, Encoding
-from closedloop.models.persist import load_model, predict_proba, read_model_config
+from closedloop.models.persist import load_model, predict_proba, predict_values, read_model_config
 from closedloop.numerics import pin
 from closedloop.paths import (
     CANDIDATE_DIR,
@@ -75,11 +75,14 @@ def sample_rows(df: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
 
 
 def with_predictions(df: pd.DataFrame, model, config: dict, where: str) -> pd.DataFrame:
-    """``df`` plus the candidate's predicted class, so prediction shift is tested like a column."""
+    """``df`` plus the candidate's prediction (its most probable class, or its value for
+    regression), so prediction shift is tested like a column."""
     missing = [f for f in config["features"] if f not in df.columns]
     if missing:
         raise DataError(f"{where}: the candidate's feature(s) {missing} are missing")
     x, _ = Encoding.from_config(config).transform(df)
+    if config["task"] == "regression":
+        return df.assign(**{PREDICTION: predict_values(model, x).numpy().astype(float)})
     probs = predict_proba(model, x).numpy()
     return df.assign(**{PREDICTION: np.asarray(config["classes"])[probs.argmax(1)]})
 
@@ -89,21 +92,29 @@ def measure_drift(
     current: pd.DataFrame,
     kinds: dict[str, str],
     cfg: dict,
+    numeric_outputs: bool = False,
     categorical: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[Snapshot, dict]:
     """Evidently's snapshot and our summary for the columns in ``kinds``.
 
-    ``kinds`` maps each column to "feature" (numeric unless in ``categorical``) or
-    "target" / "prediction" (categorical); ``cfg`` is params `drift` (row_cap, seed, drift_share). The summary's
+    ``kinds`` maps each column to "feature" (numeric unless in ``categorical``) or "target" /
+    "prediction" (categorical, or numeric with ``numeric_outputs``: a regression's target and
+    predicted values); ``cfg`` is params `drift` (row_cap, seed, drift_share). The summary's
     "columns" is keyed by name (drift.json lists them by name); "top_drifted" names the drifted
     columns, most drifted first (see _strength), ties by name.
     """
     columns = list(kinds)
     ref = sample_rows(reference[columns], cfg["row_cap"], cfg["seed"])
     cur = sample_rows(current[columns], cfg["row_cap"], cfg["seed"])
+    numeric = [
+        c
+        for c in columns
+        if (kinds[c] == "feature" and c not in categorical)
+        or (kinds[c] != "feature" and numeric_outputs)
+    ]
     definition = DataDefinition(
-        numerical_columns=[c for c in columns if kinds[c] == "feature" and c not in categorical],
-        categorical_columns=[c for c in columns if kinds[c] != "feature" or c in categorical],
+        numerical_columns=numeric,
+        categorical_columns=[c for c in columns if c not in numeric],
     )
     report = Report(
         [DataDriftPreset(columns=columns, drift_share=cfg["drift_share"])], include_tests=True
@@ -230,7 +241,14 @@ def drift(
         current = with_predictions(current, model, config, current_where)
         kinds[PREDICTION] = "prediction"
 
-    snap, summary = measure_drift(reference, current, kinds, cfg, categorical)
+    snap, summary = measure_drift(
+        reference,
+        current,
+        kinds,
+        cfg,
+        numeric_outputs=schema.task == "regression",
+        categorical=categorical,
+    )
     summary["reference"].update(source)
     if oov:
         summary["oov"] = oov

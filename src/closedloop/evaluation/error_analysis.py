@@ -5,6 +5,10 @@ confidence, impact and slice labels, in reports/errors.parquet; reports/errors.m
 errors.md.j2) summarises the top confusions and the errors by time bucket, slice and confidence. Impact is the
 confidence the model had in its wrong answer: a sure mistake costs more than a coin flip.
 
+For regression every row has an error: its residual (predicted - actual), and its impact is
+the absolute residual; reports/errors.md (template errors_regression.md.j2) lists the largest
+residuals and the residuals by slice and by month.
+
     python -m pipelines.errors                    # the stage (what dvc repro runs)
     closedloop errors show --type "rain->sun" --since 2014-10-01 --min-impact 0.8
 """
@@ -46,12 +50,67 @@ def mispredictions(frame: pd.DataFrame, split: str, time_column: str | None) -> 
     return out.reset_index(drop=True)
 
 
+def residuals(frame: pd.DataFrame, split: str, time_column: str | None) -> pd.DataFrame:
+    """Every row of a regressor's eval table, with its residual and impact (|residual|)."""
+    out = pd.DataFrame(
+        {
+            "split": split,
+            "row": frame["row"].to_numpy(),
+            "time": pd.to_datetime(frame[time_column]).to_numpy() if time_column else pd.NaT,
+            "actual": frame["actual"].to_numpy(dtype=float),
+            "predicted": frame["predicted"].to_numpy(dtype=float),
+            "residual": frame["residual"].to_numpy(dtype=float),
+        }
+    )
+    out["impact"] = out["residual"].abs()
+    for column in [c for c in frame.columns if c.startswith("slice_")]:
+        out[column] = frame[column].astype(str).to_numpy()
+    return out.reset_index(drop=True)
+
+
+def regression_summary(errors: pd.DataFrame, top: int = 10) -> str:
+    """reports/errors.md for a regressor (template errors_regression.md.j2): the largest
+    residuals, then the residuals by slice and by month."""
+    context: dict = {"total": len(errors)}
+    if errors.empty:
+        return templating.render("errors_regression.md.j2", **context)
+    agg = {
+        "rows": ("row", "size"),
+        "mean_residual": ("residual", "mean"),
+        "mae": ("impact", "mean"),
+        "max_abs": ("impact", "max"),
+    }
+    names = ["rows", "mean_residual", "mae", "max_abs"]
+    context["mae"] = float(errors["impact"].mean())
+    context["bias"] = float(errors["residual"].mean())
+    largest = errors.sort_values(["impact", "row"], ascending=[False, True]).head(top)
+    context["largest"] = (
+        largest[["row", "actual", "predicted", "residual"]].round(3).to_dict("records")
+    )
+    context["slices"] = [
+        {
+            "name": column.removeprefix("slice_"),
+            "rows": _rows(errors.groupby(column).agg(**agg), ["value", *names]),
+        }
+        for column in errors.columns
+        if column.startswith("slice_")
+    ]
+    context["months"] = []
+    if errors["time"].notna().any():
+        by_month = errors.assign(month=errors["time"].dt.strftime("%Y-%m")).groupby("month")
+        context["months"] = _rows(by_month.agg(**agg), ["month", *names])
+    return templating.render("errors_regression.md.j2", **context)
+
+
 def load_eval(split: str, eval_dir: Path = EVAL_DIR) -> tuple[pd.DataFrame, str | None]:
     path = Path(eval_dir) / f"{split}.csv"
     if not path.exists():
         raise DataError(f"{path}: missing; run `dvc repro evaluate` first")
-    frame = pd.read_csv(path, dtype={"actual": str, "predicted": str})
-    known = {"row", "actual", "predicted", "confidence", "champion_predicted"}
+    frame = pd.read_csv(path)
+    if "residual" not in frame.columns:  # classification: labels stay strings ("0", "1"...)
+        frame = pd.read_csv(path, dtype={"actual": str, "predicted": str})
+    known = {"row", "actual", "predicted", "confidence", "residual", "champion_predicted"}
+    known |= {"champion_score"}
     time_column = next(
         (c for c in frame.columns if c not in known and not c.startswith(("p_", "slice_"))), None
     )
@@ -116,6 +175,9 @@ def summary(errors: pd.DataFrame, total: int, top: int = 10) -> str:
 
 def build(split: str = "production") -> tuple[pd.DataFrame, str]:
     frame, time_column = load_eval(split)
+    if "residual" in frame.columns:  # a regressor's table
+        errors = residuals(frame, split, time_column)
+        return errors, regression_summary(errors)
     errors = mispredictions(frame, split, time_column)
     return errors, summary(errors, len(frame))
 
@@ -130,6 +192,11 @@ def query(
 ) -> pd.DataFrame:
     """Filter the error table by failure type, time range, impact and slice."""
     out = errors
+    if failure_type and "failure_type" not in errors.columns:
+        raise DataError(
+            f"--type {failure_type!r}: a regressor's errors have no failure type; "
+            "filter by --min-impact (the absolute residual) or --slice"
+        )
     if failure_type:
         wanted = failure_type.replace("->", ARROW)
         if ARROW not in wanted:

@@ -30,11 +30,19 @@ from closedloop.errors import DataError
 from closedloop.evaluation.slices import slice_columns
 from closedloop.io import atomic_dir, csv_text, write_json, write_text
 from closedloop.models.encoding import Encoding
-from closedloop.models.persist import load_model, predict_proba
+from closedloop.models.persist import load_model, predict_proba, predict_values
 from closedloop.numerics import pin
 from closedloop.paths import CANDIDATE_DIR, CHAMPION_ENTRY, EVAL_DIR, SNAPSHOT_DIR
 
 DIGITS = 6  # metrics are rounded so reports read well; CPU runs are bit-identical anyway
+
+
+def predicted_labels(probs: torch.Tensor, task: str, threshold: float) -> torch.Tensor:
+    """Class indices: the most probable class, or for binary the positive one (index 1) when
+    its probability reaches ``metrics.threshold``."""
+    if task == "binary":
+        return (probs[:, 1] >= threshold).long()
+    return probs.argmax(1)
 
 
 def score(
@@ -44,14 +52,21 @@ def score(
     cfg: dict,
     task: str = registry.DEFAULT_TASK,
 ) -> dict:
-    """The task's metrics (closedloop.metrics), per-class precision and recall, and the
-    confusion matrix. ``cfg`` is params `metrics` (ece_bins...)."""
-    k = len(classes)
+    """The task's metrics (closedloop.metrics); for classification also per-class precision
+    and recall and the confusion matrix (binary: at ``metrics.threshold``). ``cfg`` is params
+    `metrics` (ece_bins, threshold...). For regression ``probs`` holds the predicted values."""
     r = lambda t: round(float(t), DIGITS)  # noqa: E731
     if len(target) == 0:
         return {"n": 0}
-    precision = MulticlassPrecision(k, average=None, zero_division=0)(probs, target)
-    recall = MulticlassRecall(k, average=None, zero_division=0)(probs, target)
+    if task == "regression":
+        return {
+            "n": len(target),
+            **{m.name: r(m.score(probs, target, cfg)) for m in registry.task_metrics(task)},
+        }
+    k = len(classes)
+    said = predicted_labels(probs, task, cfg["threshold"])
+    precision = MulticlassPrecision(k, average=None, zero_division=0)(said, target)
+    recall = MulticlassRecall(k, average=None, zero_division=0)(said, target)
     support = torch.bincount(target, minlength=k)
     return {
         "n": len(target),
@@ -60,7 +75,7 @@ def score(
             c: {"precision": r(precision[i]), "recall": r(recall[i]), "support": int(support[i])}
             for i, c in enumerate(classes)
         },
-        "confusion_matrix": MulticlassConfusionMatrix(k)(probs, target).tolist(),
+        "confusion_matrix": MulticlassConfusionMatrix(k)(said, target).tolist(),
     }
 
 
@@ -83,17 +98,27 @@ def calibration_rows(probs: torch.Tensor, target: torch.Tensor, bins: int) -> li
     return rows
 
 
-def predictions_frame(df: pd.DataFrame, probs: torch.Tensor, config: dict) -> pd.DataFrame:
-    """One row per example: what it was, what the model said and how sure it was."""
+def predictions_frame(
+    df: pd.DataFrame, probs: torch.Tensor, config: dict, threshold: float = 0.5
+) -> pd.DataFrame:
+    """One row per example: what it was, what the model said and how sure it was (for
+    regression: the value, and the residual predicted - actual)."""
     classes = config["classes"]
+    task = config.get("task", registry.DEFAULT_TASK)
     p = probs.numpy()
     out = pd.DataFrame({"row": np.arange(len(df))})
     if config.get("time_column"):
         out[config["time_column"]] = pd.to_datetime(df[config["time_column"]]).dt.strftime(
             "%Y-%m-%d"
         )
+    if task == "regression":
+        actual = df[config["target"]].to_numpy(dtype=float)
+        out["actual"] = actual
+        out["predicted"] = p.astype(float).round(DIGITS)
+        out["residual"] = (out["predicted"] - actual).round(DIGITS)
+        return out
     out["actual"] = df[config["target"]].astype(str).to_numpy()
-    out["predicted"] = [classes[i] for i in p.argmax(1)]
+    out["predicted"] = [classes[i] for i in predicted_labels(probs, task, threshold).numpy()]
     out["confidence"] = p.max(1).round(DIGITS)
     for i, c in enumerate(classes):
         out[f"p_{c}"] = p[:, i].round(DIGITS)
@@ -109,8 +134,9 @@ def load_champion(allowed: Sequence[str], entry_path: Path = CHAMPION_ENTRY):
     return model, config, entry
 
 
-def champion_predictions(champion, df: pd.DataFrame) -> list[str]:
-    """The champion's predicted class for every row, on the columns it was trained on."""
+def champion_predictions(champion, df: pd.DataFrame, task: str, threshold: float) -> dict:
+    """The champion's columns of the eval table for every row, on the columns it was trained
+    on: ``champion_predicted`` (a class, or a value), and for binary ``champion_score``."""
     model, config, entry = champion
     missing = [f for f in config["features"] if f not in df.columns]
     if missing:
@@ -118,9 +144,20 @@ def champion_predictions(champion, df: pd.DataFrame) -> list[str]:
             f"champion {entry.version}: feature(s) {missing} are not in the snapshot; "
             "it cannot be compared on the same inputs"
         )
+    if config["task"] != task:
+        raise DataError(
+            f"champion {entry.version}: a {config['task']} model cannot be compared with a "
+            f"{task} candidate"
+        )
     x, _ = Encoding.from_config(config).transform(df)  # the champion's own encoding
-    probs = predict_proba(model, x).numpy()
-    return [config["classes"][i] for i in probs.argmax(1)]
+    if task == "regression":
+        return {"champion_predicted": predict_values(model, x).numpy().astype(float).round(DIGITS)}
+    probs = predict_proba(model, x)
+    said = predicted_labels(probs, task, threshold).numpy()
+    out = {"champion_predicted": [config["classes"][i] for i in said]}
+    if task == "binary":
+        out["champion_score"] = probs[:, 1].numpy().round(DIGITS)
+    return out
 
 
 def evaluate(
@@ -142,8 +179,15 @@ def evaluate(
         update={"features": config["features"], "classes": config["classes"]}
     )
     encoding = Encoding.from_config(config)
-    train = read_split("train", snapshot)[schema.target].astype(str)
-    baseline_class = str(train.value_counts().sort_index().idxmax())
+    task, threshold = config["task"], mcfg["threshold"]
+    train = read_split("train", snapshot)[schema.target]
+    # The task's dummy: the most frequent training class, or the mean training target.
+    if task == "regression":
+        baseline_class, baseline_value = None, round(float(train.astype(float).mean()), DIGITS)
+        baseline = baseline_value
+    else:
+        baseline_class = str(train.astype(str).value_counts().sort_index().idxmax())
+        baseline_value, baseline = None, baseline_class
     metrics: dict = {}
     comparison: dict = {}
     with atomic_dir(EVAL_DIR) as tmp:
@@ -151,16 +195,21 @@ def evaluate(
             df = read_split(split, snapshot)
             x, y = tensors(df, schema, encoding)
             target = torch.from_numpy(y)
-            probs = predict_proba(model, x)
-            scored = score(probs, target, config["classes"], mcfg)
-            write_json(
-                tmp / f"confusion_{split}.json",
-                {"classes": config["classes"], "matrix": scored.pop("confusion_matrix")},
-            )
+            if task == "regression":
+                outputs, target = predict_values(model, x), target[:, 0]
+            else:
+                outputs, target = predict_proba(model, x), target.reshape(-1).long()
+            scored = score(outputs, target, config["classes"], mcfg, task)
+            if "confusion_matrix" in scored:
+                write_json(
+                    tmp / f"confusion_{split}.json",
+                    {"classes": config["classes"], "matrix": scored.pop("confusion_matrix")},
+                )
             metrics[split] = scored
-            frame = predictions_frame(df, probs, config)
+            frame = predictions_frame(df, outputs, config, threshold)
             if champion is not None:
-                frame["champion_predicted"] = champion_predictions(champion, df)
+                for column, values in champion_predictions(champion, df, task, threshold).items():
+                    frame[column] = values
             slices = slice_columns(
                 df,
                 params["slices"],
@@ -171,13 +220,14 @@ def evaluate(
             frame = pd.concat([frame, slices.reset_index(drop=True)], axis=1)
             frame.to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")
             comparison[split] = compare_split(
-                frame, config["classes"], list(slices.columns), mcfg, baseline_class
+                frame, config["classes"], list(slices.columns), mcfg, baseline, task
             )
-            calibration = calibration_rows(probs, target, mcfg["calibration_bins"])
-            write_text(
-                tmp / f"calibration_{split}.csv",
-                csv_text(calibration, ["confidence", "accuracy", "count"]),
-            )
+            if task != "regression":
+                calibration = calibration_rows(outputs, target, mcfg["calibration_bins"])
+                write_text(
+                    tmp / f"calibration_{split}.csv",
+                    csv_text(calibration, ["confidence", "accuracy", "count"]),
+                )
     entry = None if champion is None else champion[2]
     Comparison(
         champion=None
@@ -185,7 +235,9 @@ def evaluate(
         else ComparedChampion(
             version=entry.version, model_hash=entry.model_hash, commit=entry.commit
         ),
+        task=task,
         baseline_class=baseline_class,
+        baseline_value=baseline_value,
         splits=comparison,
     ).write()
     result = Metrics.model_validate(metrics)

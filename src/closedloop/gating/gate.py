@@ -64,32 +64,64 @@ def _floors(split_metrics, floors: dict, task: str) -> list[Check]:
     return out
 
 
-def _vs_champion(overall: dict[str, MetricDelta], spec: dict, level: str) -> Check:
+def _vs_champion(overall: dict[str, MetricDelta], spec: dict, level: str, task: str) -> Check:
+    """Judged on the CI bound on the harmful side: the lower bound of the delta for a metric
+    where higher is better, the upper bound where lower is better (RMSE)."""
     metric, mode, margin = spec["metric"], spec["mode"], spec["margin"]
+    higher = registry.get(metric, task).higher_is_better
     name = f"vs_champion:{metric}"
-    threshold = margin if mode == "superiority" else -margin
+    # The threshold the delta must clear, in metric units: superiority by +margin, or
+    # non-inferiority by no worse than -margin (mirrored for a lower-is-better metric).
+    gain = margin if mode == "superiority" else -margin
+    threshold = gain if higher else -gain
     e = overall.get(metric)
-    if e is None or e.ci_low is None or e.ci_high is None or e.delta is None:
+    if e is None or e.delta is None:
         return check(name, "fail", None, threshold, "missing metric in reports/comparison.json")
+    if e.ci_low is None or e.ci_high is None:
+        return check(
+            name,
+            "fail",
+            None,
+            threshold,
+            "no CI in reports/comparison.json (undefined on resamples)",
+        )
     low, high, delta = e.ci_low, e.ci_high, e.delta
     ci = f"delta {delta:+.4f}, {level} CI [{low:+.4f}, {high:+.4f}]"
-    if low > threshold:
-        return check(name, "pass", low, threshold, f"{mode}: {ci}, lower bound > {threshold:+g}")
-    if high > threshold:
+    harmful, other = (low, high) if higher else (high, low)
+    side, beyond = ("lower", ">") if higher else ("upper", "<")
+    clears = (lambda v: v > threshold) if higher else (lambda v: v < threshold)
+    if clears(harmful):
+        return check(
+            name,
+            "pass",
+            harmful,
+            threshold,
+            f"{mode}: {ci}, {side} bound {beyond} {threshold:+g}",
+        )
+    if clears(other):
         return check(
             name,
             "inconclusive",
-            low,
+            harmful,
             threshold,
             f"{mode}: {ci} straddles {threshold:+g}: the data cannot tell",
         )
-    return check(name, "fail", low, threshold, f"{mode}: {ci}, all of it <= {threshold:+g}")
+    worse = "<=" if higher else ">="
+    return check(
+        name, "fail", harmful, threshold, f"{mode}: {ci}, all of it {worse} {threshold:+g}"
+    )
 
 
 def _slice_regression(
-    comp: SplitComparison | None, names: list[str], spec: dict, min_n: int, alpha: float
+    comp: SplitComparison | None,
+    names: list[str],
+    spec: dict,
+    min_n: int,
+    alpha: float,
+    task: str = registry.DEFAULT_TASK,
 ) -> list[Check]:
     metric, max_drop = spec["metric"], spec["max_drop"]
+    higher = registry.get(metric, task).higher_is_better
     slices = comp.slices if comp is not None else {}
     out = []
     for sname in names:
@@ -104,55 +136,65 @@ def _slice_regression(
             name, n = f"slice:{sname}={value}", s.n
             scores, p = s.metric(metric), s.p_holm
             delta = None if scores is None else scores.delta
+            limit = -max_drop if higher else max_drop  # the delta beyond which it is a regression
             if n < min_n:
                 out.append(
-                    check(
-                        name, "pass", None, -max_drop, f"n={n}: below min_slice_samples, not gated"
-                    )
+                    check(name, "pass", None, limit, f"n={n}: below min_slice_samples, not gated")
                 )
             elif delta is None or p is None:
-                out.append(
-                    check(name, "fail", None, -max_drop, f"missing {metric} delta or p_holm")
-                )
-            elif delta < -max_drop and p < alpha:
+                out.append(check(name, "fail", None, limit, f"missing {metric} delta or p_holm"))
+            elif (-delta if higher else delta) > max_drop and p < alpha:
+                worse = "drops" if higher else "rises"
                 out.append(
                     check(
                         name,
                         "fail",
                         delta,
-                        -max_drop,
-                        f"n={n}: {metric} drops {-delta:.4f} > {max_drop}, "
+                        limit,
+                        f"n={n}: {metric} {worse} {abs(delta):.4f} > {max_drop}, "
                         f"significant (Holm p={p:.3g} < {alpha:.3g})",
                     )
                 )
             else:
-                why = "no drop beyond max_drop" if delta >= -max_drop else "drop not significant"
+                move = "drop" if higher else "rise"
+                harm = -delta if higher else delta
+                why = (
+                    f"no {move} beyond max_drop" if harm <= max_drop else f"{move} not significant"
+                )
                 out.append(
                     check(
                         name,
                         "pass",
                         delta,
-                        -max_drop,
+                        limit,
                         f"n={n}: delta {delta:+.4f}, {why} (Holm p={p:.3g})",
                     )
                 )
     return out
 
 
-def _beat_baseline(comp: SplitComparison | None, metric: str) -> Check:
+DUMMIES = {
+    "multiclass": "most-frequent-class dummy",
+    "binary": "most-frequent-class dummy",
+    "regression": "dummy predicting the mean training target",
+}
+
+
+def _beat_baseline(comp: SplitComparison | None, metric: str, task: str) -> Check:
     name = f"beat_baseline:{metric}"
+    higher = registry.get(metric, task).higher_is_better
     scores = None if comp is None else comp.overall.get(metric)
     cand = None if scores is None else scores.candidate
     base = None if comp is None else comp.baseline.get(metric)
     if cand is None or base is None:
         return check(name, "fail", cand, base, "missing metric in reports/comparison.json")
-    ok = cand > base
+    ok = cand > base if higher else cand < base
     return check(
         name,
         "pass" if ok else "fail",
         cand,
         base,
-        f"{cand:.4f} must be > {base:.4f} (most-frequent-class dummy)",
+        f"{cand:.4f} must be {'>' if higher else '<'} {base:.4f} ({DUMMIES[task]})",
     )
 
 
@@ -230,7 +272,7 @@ def judge(
         policy = "vs_champion"
         level = f"{confidence_level:.0%}"
         overall = comp.overall if comp is not None else {}
-        checks += [_vs_champion(overall, s, level) for s in g["vs_champion"]]
+        checks += [_vs_champion(overall, s, level, task) for s in g["vs_champion"]]
         if g["slice_regression"] is not None:
             checks += _slice_regression(
                 comp,
@@ -238,6 +280,7 @@ def judge(
                 g["slice_regression"],
                 g["min_slice_samples"],
                 1 - confidence_level,
+                task,
             )
     elif g["first_model"] == "floors_only":
         policy = "first_model:floors_only"
@@ -258,7 +301,7 @@ def judge(
             )
         )
     if g["beat_baseline"] is not None:
-        checks.append(_beat_baseline(comp, g["beat_baseline"]))
+        checks.append(_beat_baseline(comp, g["beat_baseline"], task))
     checks += _drift(drift, g["drift"])
     if g["max_data_age_days"] is not None:
         checks.append(_staleness(schema.splits.get(split), g["max_data_age_days"], g["as_of"]))
@@ -298,6 +341,7 @@ def gate_reports(params: dict) -> GateReport:
         ModelCard.read().weights_sha256,
         slice_names=slice_names(params["slices"], schema.feature_types.categorical),
         confidence_level=params["metrics"]["confidence_level"],
+        task=schema.task,
     )
     result.write()
     return result

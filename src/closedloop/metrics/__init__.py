@@ -3,8 +3,8 @@ compared with a paired bootstrap, and how to compute them.
 
 Config validation (the names `metrics.compare` and `conf/gates/` may use), the paired
 statistics, the gate (which way is better) and the report (labels, order) all read this
-registry. To add a metric, add it to its task's module; to add a task (binary, regression),
-add a module declaring its ``METRICS`` and a line to ``TASKS``.
+registry. To add a metric, add it to its task's module; to add a task, add a module declaring
+its ``METRICS`` and a line to ``TASKS``.
 
 It sits below config in the layers (config validates against it), so it imports torch and
 torchmetrics only inside the functions that compute.
@@ -13,11 +13,17 @@ torchmetrics only inside the functions that compute.
 from __future__ import annotations
 
 from closedloop.errors import ConfigError
-from closedloop.metrics import multiclass
+from closedloop.metrics import binary, multiclass, regression
 from closedloop.metrics.base import Metric
 
-TASKS: dict[str, tuple[Metric, ...]] = {"multiclass": multiclass.METRICS}
-DEFAULT_TASK = "multiclass"  # every dataset today; a dataset's `task` will choose
+# A dataset's `task` chooses one (conf/dataset/*.yaml).
+TASKS: dict[str, tuple[Metric, ...]] = {
+    "binary": binary.METRICS,
+    "multiclass": multiclass.METRICS,
+    "regression": regression.METRICS,
+}
+DEFAULT_TASK = "multiclass"  # what a model saved before `task` existed was
+CLASSIFICATION = ("binary", "multiclass")  # tasks whose outputs are class probabilities
 
 
 def task_metrics(task: str = DEFAULT_TASK) -> tuple[Metric, ...]:
@@ -41,4 +47,4 @@ def get(name: str, task: str = DEFAULT_TASK) -> Metric:
     raise ConfigError(f"unknown metric {name!r} (choose from: {', '.join(names(task))})")
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "Metric", "get", "names", "task_metrics"]
+__all__ = ["CLASSIFICATION", "DEFAULT_TASK", "TASKS", "Metric", "get", "names", "task_metrics"]

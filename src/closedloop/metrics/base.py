@@ -14,19 +14,25 @@ class Metric:
     """One metric of one task.
 
     ``score(outputs, target, cfg)`` is the headline value evaluate reports (``outputs``: the
-    model's class probabilities, ``target``: true class indices, both torch tensors; ``cfg``:
-    params `metrics`, for options such as ``ece_bins``).
+    model's class probabilities, or its predicted values for regression; ``target``: true class
+    indices, or true values; both torch tensors; ``cfg``: params `metrics`, for options such as
+    ``ece_bins`` and ``threshold``).
 
-    ``on_labels(y, pred, k)`` computes the same value from predicted labels alone, vectorised
-    over the leading axes of ``(..., n)`` integer arrays with labels in ``[0, k)``: that is what
-    the paired bootstrap resamples. A metric that needs more than labels (ECE needs the
-    probabilities) has none, and so is not compared champion-vs-candidate.
+    ``on_labels(y, pred, aux)`` computes the same value from what the paired bootstrap
+    resamples, vectorised over the leading axes of ``(..., n)`` arrays: for multiclass the
+    predicted labels (``aux`` = k, labels in ``[0, k)``), for binary the positive-class score
+    (``aux`` = the decision threshold), for regression the predicted values (``aux`` unused).
+    A metric that needs more (ECE needs every class's probability) has none, and so is not
+    compared champion-vs-candidate.
     """
 
     name: str
     higher_is_better: bool
     score: Callable[[Any, Any, dict], float]
-    on_labels: Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None = None
+    on_labels: Callable[[np.ndarray, np.ndarray, Any], np.ndarray] | None = None
+    # Depends on the order of the scores only (ROC-AUC, PR-AUC): the bootstrap may resample
+    # their dense ranks (small integers) instead, and on_labels counts them without a sort.
+    ranks_only: bool = False
 
     @property
     def comparable(self) -> bool:

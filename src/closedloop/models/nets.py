@@ -1,8 +1,10 @@
 """The built-in networks, and the wrapper that standardises their inputs.
 
 A network is any ``nn.Module`` that ``model.net._target_`` names: closedloop calls it with
-``in_features`` (the number of feature columns) and ``out_features`` (the number of
-classes) plus its YAML arguments, and wraps it in :class:`Classifier`. The type hints of a
+``in_features`` (the number of feature columns) and ``out_features`` (the size of the task's
+output head: one logit per class for multiclass, one logit for binary, one value for
+regression) plus its YAML arguments, and wraps it in :class:`Classifier` (or
+:class:`Regressor`, which also standardises the target). The type hints of a
 network's arguments are its config schema: compose checks the YAML against them.
 
 Plain torch: serving and evaluation import this without Lightning.
@@ -90,8 +92,23 @@ class CNN(nn.Module):
         return self.head(self.features(x.view(-1, *self.input_shape)))
 
 
+# The loss each task trains with when ``model.loss`` is null.
+TASK_LOSS = {
+    "multiclass": "torch.nn.CrossEntropyLoss",  # logits (n, k), class indices
+    "binary": "torch.nn.BCEWithLogitsLoss",  # one logit (n, 1), 0/1 as float (n, 1)
+    "regression": "torch.nn.MSELoss",  # one value (n, 1), the target (n, 1)
+}
+
+
+def head_size(task: str, n_classes: int) -> int:
+    """out_features of the network: one logit per class, or one output."""
+    return n_classes if task == "multiclass" else 1
+
+
 class Classifier(nn.Module):
     """Standardise inputs with stored training statistics, then run the network."""
+
+    task = "multiclass"  # which head: set by build_model, not saved (config.json says it)
 
     def __init__(self, net: nn.Module, n_features: int):
         super().__init__()
@@ -110,28 +127,53 @@ class Classifier(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
+class Regressor(Classifier):
+    """A regression head: the network predicts the standardised target, scaled back here, so
+    the loss is in target units while the network's outputs stay near unit scale."""
+
+    task = "regression"
+
+    def __init__(self, net: nn.Module, n_features: int):
+        super().__init__(net, n_features)
+        self.register_buffer("target_mean", torch.zeros(()))
+        self.register_buffer("target_std", torch.ones(()))
+
+    def set_target_standardisation(self, y: torch.Tensor) -> None:
+        self.target_mean.copy_(y.double().mean().float())
+        self.target_std.copy_(y.double().std().float().clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * self.target_std + self.target_mean
+
+
 def build_model(
     model_cfg: dict,
     n_features: int,
     n_classes: int,
     allowed: Sequence[str],
     where: str = "params.yaml",
+    task: str = "multiclass",
 ) -> Classifier:
-    """The network ``model.net`` names, for this many features and classes, standardised."""
+    """The network ``model.net`` names, for this many features and the task's output head
+    (``n_classes`` is ignored for regression), standardised."""
     net = instantiate(
         model_cfg["net"],
         allowed,
         "model.net",
         where,
         in_features=n_features,
-        out_features=n_classes,
+        out_features=head_size(task, n_classes),
     )
     if not isinstance(net, nn.Module):
         raise ConfigError(
             f"{where}: model.net: {model_cfg['net']['_target_']} returned "
             f"{type(net).__name__}, not a torch.nn.Module"
         )
-    return Classifier(net, n_features)
+    if task == "regression":
+        return Regressor(net, n_features)
+    model = Classifier(net, n_features)
+    model.task = task
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -22,6 +22,7 @@ from torch import nn
 
 from closedloop.errors import ConfigError
 from closedloop.io import atomic_path, sha256_file, write_json
+from closedloop.metrics import DEFAULT_TASK, TASKS
 from closedloop.models.encoding import Encoding
 from closedloop.models.nets import Classifier, build_model
 from closedloop.paths import MODEL_CONFIG, WEIGHTS
@@ -95,7 +96,10 @@ def read_model_config(model_dir: Path) -> dict:
     )
     if not model_cfg or not isinstance(model_cfg.get("net"), dict):
         raise ConfigError(f"{path}: model.net: missing; nothing to build")
-    return {**config, "model": model_cfg}
+    task = config.get("task", DEFAULT_TASK)  # saved before `task` existed: a multiclass model
+    if task not in TASKS:
+        raise ConfigError(f"{path}: task: unknown task {task!r} (choose from: {', '.join(TASKS)})")
+    return {**config, "model": model_cfg, "task": task}
 
 
 def load_model(model_dir: Path, allowed: Sequence[str]) -> tuple[Classifier, dict]:
@@ -109,6 +113,7 @@ def load_model(model_dir: Path, allowed: Sequence[str]) -> tuple[Classifier, dic
         len(config["classes"]),
         allowed,
         str(model_dir / MODEL_CONFIG),
+        task=config["task"],
     )
     try:
         model.load_state_dict(load_file(str(model_dir / WEIGHTS)), strict=True)
@@ -121,9 +126,27 @@ def load_model(model_dir: Path, allowed: Sequence[str]) -> tuple[Classifier, dic
     return model, config
 
 
+def _probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    if getattr(model, "task", "multiclass") == "binary":  # one logit: P(classes[1])
+        p = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, x, batch_size: int = 8192) -> torch.Tensor:
-    """Class probabilities for a float32 array, in batches, on the CPU."""
+    """Class probabilities for a float32 array, in batches, on the CPU (binary: two columns,
+    from the one logit)."""
     x = torch.as_tensor(x, dtype=torch.float32)
-    out = [torch.softmax(model(x[i : i + batch_size]), dim=1) for i in range(0, len(x), batch_size)]
+    out = [
+        _probabilities(model, model(x[i : i + batch_size])) for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+@torch.no_grad()
+def predict_values(model: nn.Module, x, batch_size: int = 8192) -> torch.Tensor:
+    """A regressor's predicted values (n,) for a float32 array, in batches, on the CPU."""
+    x = torch.as_tensor(x, dtype=torch.float32)
+    out = [model(x[i : i + batch_size])[:, 0] for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.empty(0)

@@ -73,10 +73,12 @@ def drift_order(drift: DriftReport | None) -> list[str]:
     return order + [c for c in sorted(columns) if c not in order]
 
 
-def context(level: str, task: str = registry.DEFAULT_TASK) -> dict:
-    """What the templates get: the artefacts, typed, and the rows derived from them."""
+def context(level: str) -> dict:
+    """What the templates get: the artefacts, typed, and the rows derived from them (the
+    metrics of the task comparison.json was measured for)."""
     gate = GateReport.read()
     comparison = Comparison.read()
+    task = comparison.task
     metrics = Metrics.read()
     schema = SnapshotSchema.read()
     card = ModelCard.read()
@@ -87,6 +89,7 @@ def context(level: str, task: str = registry.DEFAULT_TASK) -> dict:
     metric, slices = slice_rows(comparison, split, task)
     return {
         "gate": gate,
+        "task": task,
         "comparison": comparison,
         "metrics": metrics,
         "drift": drift,

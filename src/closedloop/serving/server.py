@@ -67,7 +67,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
-from closedloop.capture.rules import ACTIONS, FeedbackRule
+from closedloop.capture.rules import ACTIONS, rule_for
 from closedloop.capture.store import (
     FeedbackRecord,
     FeedbackStore,
@@ -79,7 +79,7 @@ from closedloop.config import load_params
 from closedloop.errors import ConfigError, StoreError
 from closedloop.io import sha256_file
 from closedloop.models.encoding import Encoding, category_text, oov_counts
-from closedloop.models.persist import load_model, predict_proba
+from closedloop.models.persist import load_model, predict_proba, predict_values
 from closedloop.paths import CANDIDATE_DIR, WEIGHTS
 
 log = logging.getLogger("closedloop.serve")
@@ -101,6 +101,7 @@ class ServedModel:
     source: str  # "registry" or "candidate"
     path: Path
     encoding: Encoding  # how the features become the model's input (config.json's "encoding")
+    task: str = "multiclass"  # regression: a number, no probabilities
 
 
 def load_served_model(
@@ -153,6 +154,7 @@ def _load(path: Path, version: str, source: str, allowed: Sequence[str]) -> Serv
         source,
         path,
         Encoding.from_config(config),
+        config["task"],
     )
 
 
@@ -344,7 +346,8 @@ class ApiModels:
             features=(self.Features, ...),
             event_time=(EventTime | None, None),
         )
-        rule = FeedbackRule(served.classes)
+        rule = rule_for(served.task, served.classes)
+        regression = served.task == "regression"
 
         def follows_the_rule(request):
             problem = rule.problem(request.label, request.action)
@@ -357,21 +360,32 @@ class ApiModels:
             __config__=strict,
             __validators__={"rule": model_validator(mode="after")(follows_the_rule)},
             request_id=(Text, ...),
-            label=(Literal[tuple(served.classes)] | None, None),
+            label=(
+                (
+                    Annotated[float, Field(strict=True, allow_inf_nan=False)]
+                    if regression
+                    else Literal[tuple(served.classes)]
+                )
+                | None,
+                None,
+            ),
             action=(Literal[ACTIONS] | None, None),
             source=(Text, "api"),
         )
         self.PredictResponse = create_model(
             "PredictResponse",
             request_id=(str, ...),
-            prediction=(Literal[tuple(served.classes)], ...),
-            probabilities=(dict[str, float], Field(description="class -> probability")),
+            prediction=(float if regression else Literal[tuple(served.classes)], ...),
+            probabilities=(
+                dict[str, float] | None,
+                Field(description="class -> probability; null for regression"),
+            ),
             model_version=(str, ...),
         )
         self.FeedbackResponse = create_model(
             "FeedbackResponse",
             request_id=(str, ...),
-            label=(str | None, ...),
+            label=(float | str | None, ...),
             action=(str | None, ...),
         )
 
@@ -527,19 +541,26 @@ def create_app(
         x, counts = served.encoding.transform(row)
         for name, n in oov_counts(counts).items():
             oov[name] = oov.get(name, 0) + n
-        probs = predict_proba(served.model, x)[0].tolist()
-        if not all(map(math.isfinite, probs)):
-            raise _bad("features: the model gives no finite probabilities for these values")
-        probabilities = dict(zip(served.classes, probs, strict=True))
-        prediction = served.classes[max(range(len(probs)), key=probs.__getitem__)]
+        if served.task == "regression":
+            value = float(predict_values(served.model, x)[0])
+            if not math.isfinite(value):
+                raise _bad("features: the model gives no finite prediction for these values")
+            prediction, probabilities, stored = value, None, repr(value)
+        else:
+            probs = predict_proba(served.model, x)[0].tolist()
+            if not all(map(math.isfinite, probs)):
+                raise _bad("features: the model gives no finite probabilities for these values")
+            probabilities = dict(zip(served.classes, probs, strict=True))
+            prediction = served.classes[max(range(len(probs)), key=probs.__getitem__)]
+            stored = prediction
         request_id = uuid.uuid4().hex
         record = PredictionRecord(
             request_id=request_id,
             ts=dt.datetime.now(dt.timezone.utc),
             model_version=served.version,
             features=given,  # personal fields included: the store hashes or drops them
-            prediction=prediction,
-            probabilities=probabilities,
+            prediction=stored,  # a regressor's value as its shortest text
+            probabilities=probabilities or {},
             latency_ms=(time.perf_counter() - start) * 1000,
             event_time=body.event_time,
         )
@@ -570,7 +591,9 @@ def create_app(
         if not known:
             raise _bad(f"request_id: no prediction {body.request_id!r:.80} in the store", 404)
         now = dt.datetime.now(dt.timezone.utc)
-        record = FeedbackRecord(body.request_id, now, body.label, body.action, body.source)
+        # A regressor's label is stored as its shortest text, as its prediction is.
+        label = repr(float(body.label)) if isinstance(body.label, float) else body.label
+        record = FeedbackRecord(body.request_id, now, label, body.action, body.source)
         await _persist(store.persist_feedback, record)
         return JSONResponse(
             {"request_id": body.request_id, "label": body.label, "action": body.action}

@@ -33,7 +33,7 @@ class Replay:
 
     features: dict[str, float]
     event_time: str | None
-    label: str
+    label: str | float  # a class, or a regressor's true value
 
 
 @dataclass
@@ -78,7 +78,8 @@ def production_rows(
     table = df[numeric].astype(float).astype(object).where(df[numeric].notna(), None)
     table[categorical] = df[categorical].astype(object).where(df[categorical].notna(), None)
     x = table[schema.features].to_dict("records")
-    labels = df[schema.target].astype(str).tolist()
+    # A regressor's true value goes back as a JSON number; a class as its label.
+    labels = df[schema.target].astype(float if schema.task == "regression" else str).tolist()
     times = (
         pd.to_datetime(df[time_column]).dt.date.map(lambda d: d.isoformat()).tolist()
         if time_column

@@ -1,8 +1,10 @@
 """The LightningModule that trains a network, and how ``model.module`` is built.
 
 ``model.module._target_`` names the LightningModule; closedloop calls it with ``model`` (the
-standardising Classifier around ``model.net``), ``optimizer`` (``model.optimizer``, a
-partial that takes the parameters) and ``loss`` (``model.loss``), plus its YAML arguments.
+standardising Classifier, or Regressor, around ``model.net``; ``model.task`` says which
+head), ``optimizer`` (``model.optimizer``, a partial that takes the parameters) and ``loss``
+(``model.loss``, or the task's own when null: closedloop.models.nets.TASK_LOSS), plus its
+YAML arguments.
 Your own module subclasses LitClassifier (and keeps the per-epoch ``history`` the training
 curve comes from) or is any LightningModule taking those three.
 """
@@ -16,7 +18,7 @@ import torch
 from torch import nn
 
 from closedloop.instantiate import instantiate
-from closedloop.models.nets import Classifier
+from closedloop.models.nets import TASK_LOSS, Classifier
 
 
 class LitClassifier(L.LightningModule):
@@ -71,15 +73,21 @@ class LitClassifier(L.LightningModule):
         x, y = batch
         logits = self.model(x)
         self.log("val_loss", self.loss(logits, y), on_epoch=True, sync_dist=True)
-        self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, sync_dist=True)
+        task = getattr(self.model, "task", "multiclass")
+        if task == "regression":
+            return
+        said = logits.argmax(1) if task == "multiclass" else (logits > 0).to(y.dtype)
+        self.log("val_acc", (said == y).float().mean(), on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self):
         return self.optimizer(self.parameters())
 
 
 def build_module(model_cfg: dict, model: Classifier, allowed: Sequence[str]) -> L.LightningModule:
-    """``model.module`` around ``model``, with ``model.optimizer`` and ``model.loss``."""
-    loss = instantiate(model_cfg["loss"], allowed, "model.loss")
+    """``model.module`` around ``model``, with ``model.optimizer`` and ``model.loss`` (null:
+    the loss of the model's task)."""
+    loss_cfg = model_cfg["loss"] or {"_target_": TASK_LOSS[getattr(model, "task", "multiclass")]}
+    loss = instantiate(loss_cfg, allowed, "model.loss")
     optimizer = instantiate(model_cfg["optimizer"], allowed, "model.optimizer")
     module = instantiate(
         model_cfg["module"], allowed, "model.module", model=model, optimizer=optimizer, loss=loss

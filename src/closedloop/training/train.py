@@ -20,7 +20,7 @@ from closedloop.artefacts.snapshot import SnapshotSchema
 from closedloop.data.snapshot import read_schema, read_split, tensors
 from closedloop.io import atomic_dir, csv_text, write_text
 from closedloop.models.encoding import Encoding
-from closedloop.models.nets import build_model, count_parameters
+from closedloop.models.nets import TASK_LOSS, build_model, count_parameters
 from closedloop.models.persist import save_model
 from closedloop.numerics import pin
 from closedloop.paths import CANDIDATE_DIR, CARD_JSON, CARD_MD, SNAPSHOT_DIR, TRAIN_HISTORY
@@ -74,7 +74,7 @@ def whole_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 def loaders(
     params: dict, snapshot: Path
-) -> tuple[SnapshotSchema, Encoding, DataLoader, DataLoader, torch.Tensor]:
+) -> tuple[SnapshotSchema, Encoding, DataLoader, DataLoader, tuple[torch.Tensor, torch.Tensor]]:
     schema = read_schema(snapshot)
     train_df = read_split("train", snapshot)
     encoding = fit_encoding(schema, train_df)
@@ -97,7 +97,7 @@ def loaders(
         num_workers=workers,
         collate_fn=whole_batch,
     )
-    return schema, encoding, train_dl, val_dl, torch.from_numpy(x_tr)
+    return schema, encoding, train_dl, val_dl, (torch.from_numpy(x_tr), torch.from_numpy(y_tr))
 
 
 def train(
@@ -106,12 +106,16 @@ def train(
     """Train and save the candidate; return its model card (None on non-zero DDP ranks)."""
     pin(params.get("numerics"))  # the same bytes on any x86-64 CPU (closedloop.numerics)
     L.seed_everything(params["seed"], workers=True, verbose=False)
-    schema, encoding, train_dl, val_dl, x_train = loaders(params, snapshot)
+    schema, encoding, train_dl, val_dl, (x_train, y_train) = loaders(params, snapshot)
     allowed = params["allowed_targets"]
     # The network is built first, right after seeding: its initial weights are the first
     # draws from the seeded generator, so the same config gives the same weights.
-    model = build_model(params["model"], encoding.width, len(schema.classes), allowed)
+    model = build_model(
+        params["model"], encoding.width, len(schema.classes), allowed, task=schema.task
+    )
     model.set_standardisation(x_train)
+    if schema.task == "regression":
+        model.set_target_standardisation(y_train)
     lit = build_module(params["model"], model, allowed)
     trainer = make_trainer(params["trainer"])
 
@@ -125,6 +129,7 @@ def train(
 
     model = model.cpu().eval()
     config = {
+        "task": schema.task,
         "model": params["model"],
         "features": schema.features,
         "encoding": encoding.to_json(),
@@ -168,11 +173,12 @@ def render_card(card: ModelCard, schema: SnapshotSchema) -> str:
         [
             f"# Model card: {m['name']} on {card.dataset}",
             "",
-            f"- **Task:** predict `{schema.target}` ({', '.join(schema.classes)}) "
-            f"from {len(schema.features)} features.",
+            f"- **Task:** {schema.task}: predict `{schema.target}`"
+            + (f" ({', '.join(schema.classes)})" if schema.classes else " (a number)")
+            + f" from {len(schema.features)} features.",
             f"- **Network:** `{m['net']['_target_']}`, {card.parameters:,} parameters; "
             f"trained by `{m['module']['_target_']}` with `{m['optimizer']['_target_']}` and "
-            f"`{m['loss']['_target_']}`.",
+            f"`{(m['loss'] or {'_target_': TASK_LOSS[schema.task]})['_target_']}`.",
             f"- **Data:** snapshot `{card.data_hash[:12]}`, {card.train_rows:,} training rows.",
             f"- **Training:** {card.epochs} epochs, {card.steps:,} steps on "
             f"`{card.device}` (world size {card.world_size}), seed {card.seed}.",
