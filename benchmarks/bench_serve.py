@@ -42,11 +42,14 @@ def tiny_model(dest: Path, params: dict) -> Path:
     """An untrained model with the configured architecture: inference costs what a trained one does."""
     ds = params["dataset"]
     model = build_model(
-        params["model"], len(ds["features"]), len(ds["classes"]), params["allowed_targets"]
+        params["model"],
+        len(ds["features"]["numeric"]),
+        len(ds["classes"]),
+        params["allowed_targets"],
     )
     config = {
         "model": params["model"],
-        "features": ds["features"],
+        "features": ds["features"]["numeric"],
         "classes": ds["classes"],
         "target": ds["target"],
         "time_column": ds["time_column"],
@@ -123,7 +126,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     args = ap.parse_args()
     params = load_params(ROOT / "params.yaml")
-    features = params["dataset"]["features"]
+    features = params["dataset"]["features"]["numeric"]
     payloads = [
         {"features": {f: float((i * 7 + j) % 13) for j, f in enumerate(features)}}
         for i in range(64)

@@ -100,11 +100,11 @@ def main() -> None:
         step(f"making {args.rows:,} synthetic rows")
         snap = Path(tmp) / "snap"
         collect(params, out_dir=snap, data_dir=Path(tmp))
-        schema, train_dl, val_dl, (x_train, _) = loaders(params, snap)
+        schema, encoding, train_dl, val_dl, (x_train, _) = loaders(params, snap)
         L.seed_everything(0, verbose=False)
         base = build_model(
             params["model"],
-            len(schema.features),
+            encoding.width,
             len(schema.classes),
             params["allowed_targets"],
         )

@@ -114,7 +114,10 @@ SCHEMA = {
     "target": "weather",
     "time_column": "date",
     "features": FEATURES,
+    "feature_types": {"numeric": FEATURES, "categorical": []},
+    "missing": dict.fromkeys(FEATURES, "reject"),
     "classes": ["drizzle", "fog", "rain", "snow", "sun"],
+    "dataset_rows": {"rows_in": 1461, "kept": 1461, "quarantined": 0, "unused": 0, "reasons": {}},
     "splits": {
         "train": split_info(547, "2012-01-01", "2013-06-30"),
         "val": split_info(184, "2013-07-01", "2013-12-31"),
@@ -280,6 +283,35 @@ def task_frame(dataset: str, candidate, champion=None) -> tuple[pd.DataFrame, li
             frame["champion_predicted"] = label(champion)
             frame["champion_score"] = champion
     return pd.concat([frame, case["slices"]], axis=1), list(case["slices"].columns)
+
+
+# ------------------------------------------------------------ a user's own table (README)
+def cars_table(missing_labels: tuple[int, ...] = (10, 50, 200, 300, 390)) -> pd.DataFrame:
+    """vega_datasets' 406 cars (real, offline) as a user's table: numbers with real missing
+    values (Miles_per_Gallon 8, Horsepower 6), an integer-coded category (Cylinders), a text
+    one (make, the first word of the name: later years bring makes 1970-75 never had), the
+    model year, and ``missing_labels`` rows whose label (Origin) is blanked."""
+    from vega_datasets import local_data
+
+    df = local_data.cars()
+    df["make"] = df["Name"].str.split().str[0]
+    df = df.drop(columns="Name")
+    df.loc[list(missing_labels), "Origin"] = None
+    df["Year"] = df["Year"].dt.strftime("%Y-%m-%d")
+    return df
+
+
+def readme_block(first_line: str) -> str:
+    """The fenced code block of README.md that opens with ``first_line``: what the README
+    tells a user to write, taken literally."""
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for block in text.split("```")[1::2]:
+        body = block.split("\n", 1)[1] if "\n" in block else ""
+        if body.startswith(first_line):
+            return body
+    raise AssertionError(f"README.md has no code block opening with {first_line!r}")
 
 
 # ------------------------------------------------------------ rollout traffic

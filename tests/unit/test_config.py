@@ -18,6 +18,7 @@ from closedloop.config import schema as schema_module
 from closedloop.config.targets import target_nodes
 from closedloop.data.snapshot import load_source, resolve_columns, split_frame
 from closedloop.errors import ConfigError
+from closedloop.models.encoding import Encoding, policies
 from closedloop.models.nets import build_model
 from closedloop.training.module import build_module
 from closedloop.training.train import TRAINER_KEYS, make_trainer
@@ -51,13 +52,17 @@ def instantiate(cfg: dict) -> None:
     if ds["source"]["_target_"].endswith(".synthetic"):
         ds = {**ds, "source": {**ds["source"], "n_samples": 300}}
     frame = load_source(ds, allowed)
-    features, classes = resolve_columns(ds, frame)
+    numeric, categorical, classes = resolve_columns(ds, frame)
+    if classes is None:  # learnt from the data
+        classes = sorted(frame[ds["target"]].astype(str).unique())
     splits = split_frame(frame, ds, cfg["seed"])
     assert all(len(s) for s in splits.values())
-    model = build_model(cfg["model"], len(features), len(classes), allowed, task=task)
+    missing = policies(ds, [*numeric, *categorical])
+    width = Encoding.fit(splits["train"], numeric, categorical, missing).width
+    model = build_model(cfg["model"], width, len(classes), allowed, task=task)
     module = build_module(cfg["model"], model, allowed)
     assert isinstance(module, L.LightningModule) and module.model is model
-    logits = module(torch.zeros(3, len(features)))
+    logits = module(torch.zeros(3, width))
     assert logits.shape == (3, len(classes) if task == "multiclass" else 1)
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Optimizer)

@@ -8,7 +8,7 @@ import pytest
 
 from closedloop.config import compose
 from closedloop.data.collect import collect
-from closedloop.data.snapshot import frame_schema, read_schema, read_split, validate_frame
+from closedloop.data.snapshot import read_schema, read_split
 from closedloop.errors import DataError
 from tests.conftest import ROOT
 
@@ -71,34 +71,65 @@ def test_synthetic_is_sized_in_yaml(tmp_path):
     assert len(record.features) == 7
 
 
-def _schema(params):
-    ds = params["dataset"]
-    return frame_schema(ds, ds["features"], ds["classes"])
+def _collect_table(tmp_path, monkeypatch, df: pd.DataFrame, *overrides: str):
+    """collect over ``df`` written to data/raw/t.csv, in a scratch working directory."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/raw").mkdir(parents=True, exist_ok=True)
+    df.to_csv(tmp_path / "data/raw/t.csv", index=False)
+    params = _read_table_params("data/raw/t.csv", *overrides)
+    return collect(params, out_dir=tmp_path / "snap", data_dir=tmp_path / "data")
 
 
-def test_schema_rejects_non_finite_feature_naming_the_column(tiny_params):
-    from vega_datasets import local_data
-
-    df = local_data.seattle_weather()
+def test_bad_rows_are_quarantined_with_their_reason(tmp_path, monkeypatch):
+    """A non-finite feature, a label that is not a class, a missing label, a missing value
+    under the reject policy: each row goes to reports/quarantine.parquet with its reason,
+    and rows in = kept + quarantined."""
+    df = _seattle_table()
     df.loc[5, "wind"] = np.inf
-    with pytest.raises(DataError, match="'wind'"):
-        validate_frame(df, _schema(tiny_params), "seattle")
-
-
-def test_schema_rejects_unknown_label_naming_the_column(tiny_params):
-    from vega_datasets import local_data
-
-    df = local_data.seattle_weather()
     df.loc[3, "weather"] = "hail"
-    with pytest.raises(DataError, match="'weather'") as info:
-        validate_frame(df, _schema(tiny_params), "seattle")
-    assert "hail" in str(info.value) and "\n" not in str(info.value)
+    df.loc[7, "weather"] = None
+    df.loc[9, "temp_max"] = None
+    record = _collect_table(tmp_path, monkeypatch, df)
+    rows = record.dataset_rows
+    assert (rows.rows_in, rows.kept, rows.quarantined, rows.unused) == (1461, 1457, 4, 0)
+    q = pd.read_parquet(tmp_path / "reports/quarantine.parquet").set_index("request_id")
+    assert set(q["kind"]) == {"dataset"} and set(q["file"]) == {"data/raw/t.csv"}
+    assert q.loc["row 5", "reason"] == "feature 'wind': not finite"
+    assert q.loc["row 3", "reason"] == "target 'weather': 'hail' is not a declared class"
+    assert q.loc["row 7", "reason"] == "target 'weather': missing"
+    assert q.loc["row 9", "reason"] == "feature 'temp_max': missing (policy reject)"
+    assert '"weather": "hail"' in q.loc["row 3", "record"]
+
+
+def test_missing_values_are_imputed_by_policy(tmp_path, monkeypatch):
+    df = _seattle_table()
+    df.loc[[2, 4], "temp_max"] = None
+    record = _collect_table(tmp_path, monkeypatch, df, "+dataset.missing.temp_max=impute")
+    assert record.dataset_rows.quarantined == 0
+    assert record.missing["temp_max"] == "impute" and record.missing["wind"] == "reject"
+    assert read_split("train", tmp_path / "snap")["temp_max"].isna().sum() == 2
+
+
+def test_text_in_a_numeric_feature_is_one_line_naming_file_and_key(tmp_path, monkeypatch):
+    df = _seattle_table().astype({"wind": object})
+    df.loc[[1, 2], "wind"] = "calm"
+    with pytest.raises(DataError) as info:
+        _collect_table(tmp_path, monkeypatch, df)
+    assert str(info.value) == (
+        "conf/dataset/seattle_weather.yaml: dataset.features.numeric: column 'wind' holds "
+        "text, not numbers (e.g. 'calm'; 2 value(s)); list it under features.categorical, or "
+        "fix the data"
+    )
 
 
 def test_declared_column_missing_from_source(tmp_path):
-    params = compose(["dataset.features=[precipitation,humidity]"], conf_dir=ROOT / "conf")
-    with pytest.raises(DataError, match="humidity"):
+    params = compose(["dataset.features.numeric=[precipitation,humidity]"], conf_dir=ROOT / "conf")
+    with pytest.raises(DataError) as info:
         collect(params, out_dir=tmp_path / "snap", data_dir=tmp_path)
+    assert str(info.value).startswith(
+        "conf/dataset/seattle_weather.yaml: dataset.features.numeric: column 'humidity' is "
+        "not in what dataset.source (closedloop.data.sources.seattle_weather) returned"
+    )
     assert not (tmp_path / "snap").exists(), "a failed collect must not leave a partial snapshot"
 
 
@@ -109,11 +140,12 @@ def _seattle_table() -> pd.DataFrame:
     return local_data.seattle_weather()
 
 
-def _read_table_params(path: str, **options) -> dict:
+def _read_table_params(path: str, *extra: str, **options) -> dict:
     overrides = [
         "dataset.source._target_=closedloop.data.sources.read_table",
         f"+dataset.source.path={path}",
         *(f"+dataset.source.{k}={v}" for k, v in options.items()),
+        *extra,
     ]
     return compose(overrides, conf_dir=ROOT / "conf")
 

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from closedloop.artefacts.base import Artefact
+from closedloop.artefacts.base import Artefact, absent
 from closedloop.paths import DRIFT_JSON
 
 
@@ -29,6 +29,11 @@ class Reference(Side):
     version: str | None = Field(description="the champion's version")
 
 
+class OutOfVocabulary(Artefact):
+    count: int = Field(description="production rows whose value train never held")
+    share: float
+
+
 class DriftReport(Artefact):
     PATH: ClassVar[Path] = DRIFT_JSON
 
@@ -40,3 +45,4 @@ class DriftReport(Artefact):
     top_drifted: list[str] = Field(description="the drifted columns, most drifted first")
     reference: Reference
     current: Side = Field(description="the production window")
+    oov: dict[str, OutOfVocabulary] | None = absent()  # per categorical feature

@@ -33,6 +33,21 @@ class FeedbackInfo(Artefact):
     production_window: list[str] | None = absent()
 
 
+class FeatureTypes(Artefact):
+    numeric: list[str]
+    categorical: list[str] = Field(description="text columns; booleans as 'True' / 'False'")
+
+
+class DatasetRows(Artefact):
+    """The dataset's own rows: rows_in = kept + quarantined + unused."""
+
+    rows_in: int
+    kept: int = Field(description="rows in a split")
+    quarantined: int = Field(description="rows in reports/quarantine.parquet (kind 'dataset')")
+    unused: int = Field(description="rows outside every split's dates")
+    reasons: dict[str, int] = Field(description="quarantined rows per reason")
+
+
 class SnapshotSchema(Artefact):
     PATH: ClassVar[Path] = SCHEMA
 
@@ -41,8 +56,13 @@ class SnapshotSchema(Artefact):
     source: str | dict[str, Any] = Field(description="a built-in source, or its _target_ call")
     target: str
     time_column: str | None
-    features: list[str]
+    features: list[str] = Field(description="every feature, numeric first, in model order")
+    feature_types: FeatureTypes
+    missing: dict[str, Literal["impute", "reject"]] = Field(
+        description="each feature's missing-value policy"
+    )
     classes: list[str] = Field(description="the labels; empty for regression")
+    dataset_rows: DatasetRows
     splits: dict[str, SplitInfo]
     feedback_files: list[str] = Field(description="exported partitions under data/feedback/")
     feedback_ignored_files: list[str] = Field(

@@ -144,16 +144,25 @@ class _Rules:
 class _PredictionRules(_Rules):
     kind = "prediction"
 
-    def __init__(self, now: pd.Timestamp, features: list[str]):
+    def __init__(
+        self,
+        now: pd.Timestamp,
+        features: list[str],
+        categorical: tuple[str, ...] | list[str] = (),
+        imputed: tuple[str, ...] | list[str] = (),
+    ):
         super().__init__(now)
-        self.features = [f"x_{f}" for f in features]
-        self.required = ["request_id", "ts", *self.features]
+        self.features = [f"x_{f}" for f in features]  # numeric
+        self.categorical = [f"x_{f}" for f in categorical]  # text (the server writes strings)
+        self.nullable = {f"x_{f}" for f in imputed}  # a missing value the encoding imputes
+        self.required = ["request_id", "ts", *self.features, *self.categorical]
         self.columns = {
             "request_id": STR,
             "ts": TS,
             "event_time": STR,
             "prediction": STR,
             **dict.fromkeys(self.features, pa.float64()),
+            **dict.fromkeys(self.categorical, STR),
         }
 
     def schema(self, limit: tuple) -> pdm.DataFrameSchema:
@@ -171,9 +180,14 @@ class _PredictionRules(_Rules):
                     required=False,
                 ),
                 **{
-                    f: pdm.Column(float, pdm.Check(np.isfinite, element_wise=False), nullable=False)
+                    f: pdm.Column(
+                        float,
+                        pdm.Check(np.isfinite, element_wise=False),
+                        nullable=f in self.nullable,
+                    )
                     for f in self.features
                 },
+                **{f: pdm.Column(object, nullable=f in self.nullable) for f in self.categorical},
             }
         )
 
@@ -184,7 +198,11 @@ class _PredictionRules(_Rules):
             on_time = pc.less_equal(day, pa.scalar(_last_day(limit)))
             ok = pc.and_kleene(ok, pc.or_kleene(pc.is_null(day), on_time))
         for f in self.features:
-            ok = pc.and_kleene(ok, pc.is_finite(pc.cast(t[f], pa.float64())))
+            finite = pc.is_finite(pc.cast(t[f], pa.float64()))
+            ok = pc.and_kleene(ok, pc.fill_null(finite, f in self.nullable))
+        for f in self.categorical:
+            if f not in self.nullable:
+                ok = pc.and_kleene(ok, pc.is_valid(t[f]))
         return _mask(ok)
 
     def reasons(self, raw: pd.DataFrame, limit: tuple) -> tuple[pd.DataFrame, pd.Series]:
@@ -197,6 +215,8 @@ class _PredictionRules(_Rules):
             checked.append("event_time")
         for f in self.features:
             df[f] = pd.to_numeric(df[f], errors="coerce").astype(float)
+        for f in self.categorical:
+            df[f] = df[f].map(lambda v: None if _value(v) is None else str(v))
         return df, _pandera_reasons(df[checked], raw, self.schema(limit))
 
 
@@ -464,14 +484,19 @@ def load(
     features: list[str],
     classes: list[str],
     now: pd.Timestamp | None = None,
+    categorical: tuple[str, ...] | list[str] = (),
+    imputed: tuple[str, ...] | list[str] = (),
     task: str = "multiclass",
 ) -> Feedback:
-    """Join predictions with their latest feedback into labelled rows in snapshot form
-    (``task``: regression labels are finite numbers, other labels one of ``classes``)."""
+    """Join predictions with their latest feedback into labelled rows in snapshot form.
+    ``features`` are the numeric features, ``categorical`` the text ones; a feature in
+    ``imputed`` may be missing (the model's encoding imputes it), any other may not.
+    ``task``: regression labels are finite numbers, other labels one of ``classes``."""
     now = now or pd.Timestamp(dt.datetime.now(dt.timezone.utc))
     rule = rule_for(task, classes)
     found, ignored = scan(data_dir)
-    p_reader = _Reader(_PredictionRules(now, features), found["predictions"])
+    rules = _PredictionRules(now, features, categorical, imputed)
+    p_reader = _Reader(rules, found["predictions"])
     f_reader = _Reader(_FeedbackRules(now, rule), found["feedback"])
 
     # Predictions: the first of each request id (by time, then file) wins.
@@ -511,7 +536,9 @@ def load(
     latest = newest_first[_first_of_each(_codes(fb["request_id"].take(newest_first)))]
     latest = latest[np.argsort(position.to_numpy(zero_copy_only=False)[latest], kind="stable")]
     joined = answered.take(position.take(latest))
-    labelled = _labelled(joined, fb.take(latest), ds, features, classes, rule, task)
+    labelled = _labelled(
+        joined, fb.take(latest), ds, [*features, *categorical], classes, rule, task
+    )
 
     rejected = [r for r in p_reader.rejected + f_reader.rejected if len(r)]
     unreadable = p_reader.unreadable + f_reader.unreadable
@@ -554,7 +581,7 @@ def _labelled(
         joined["event_time"].to_pandas(), errors="coerce", utc=True, format="ISO8601"
     )
     when = when.where(when.notna(), ts)
-    labelled = pd.DataFrame({f: joined[f"x_{f}"].to_numpy() for f in features})
+    labelled = pd.DataFrame({f: joined[f"x_{f}"].to_numpy(zero_copy_only=False) for f in features})
     labelled[ds["target"]] = label.astype(object).to_numpy()
     labelled["_when"] = when.dt.tz_localize(None).astype("datetime64[ns]").to_numpy()
     source = answer["source"].to_pandas().fillna("unknown").astype(str)

@@ -29,6 +29,7 @@ from closedloop.errors import ConfigError, ConfigRuleError
 from closedloop.paths import CONF_DIR, PARAMS
 
 Where = Callable[[tuple], str]
+DEFAULT_SLICES = "default"  # conf/slices/default.yaml: for a dataset without slices of its own
 
 
 # ----------------------------------------------------------------------- composition
@@ -54,12 +55,20 @@ def _hydra(conf_dir: Path, overrides: list[str]) -> tuple[dict, Origins]:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         with initialize_config_dir(str(conf_dir), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=overrides)
+            fallback = []  # the dataset has no conf/slices/ or conf/gates/<name>.yaml of its own
+            if "slices" not in cfg:
+                fallback.append(f"slices={DEFAULT_SLICES}")
+            if "gates" not in cfg and isinstance(cfg.get("dataset"), dict | DictConfig):
+                fallback.append(f"gates={cfg['dataset'].get('task')}")  # gates/<task>.yaml
+            if fallback:
+                overrides = [*overrides, *fallback]
+                cfg = hydra_compose(config_name="config", overrides=overrides)
             origins = Origins.from_hydra(conf_dir, "config", overrides)
         raw = OmegaConf.to_container(cfg, resolve=True)
     except MissingConfigException as e:
@@ -279,6 +288,13 @@ def params_for_compose(
     raw = _read_yaml(params)
     if not isinstance(raw, dict):
         raise ConfigError(f"{params}: the config must be a mapping")
+    for group, option in (
+        ("slices", DEFAULT_SLICES),
+        ("gates", raw.get("dataset", {}).get("task")),
+    ):
+        if group not in raw:  # DVC composed a dataset without its own file in this group
+            path = Path(conf_dir) / group / f"{option}.yaml"
+            raw[group] = yaml.safe_load(path.read_text(encoding="utf-8"))
     conf_dir = Path(conf_dir).resolve()
     raw["code"] = user_code(conf_dir.parent / "src")
     return check(raw, _experiment_origins(conf_dir, raw, params))

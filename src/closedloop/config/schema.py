@@ -161,13 +161,33 @@ class FeedbackConfig(Strict):
     min_rows: PositiveInt | None  # null: gates.min_samples
 
 
+class FeaturesConfig(Strict):
+    """The model's inputs by type. Booleans are categorical (their values become the strings
+    "True" and "False"), so there is no third type to keep apart."""
+
+    numeric: UniqueNames | None  # null: every column not named elsewhere
+    categorical: UniqueNames
+
+    @model_validator(mode="after")
+    def _disjoint(self):
+        both = sorted(set(self.numeric or ()) & set(self.categorical))
+        if both:
+            raise At("categorical", f"{both[0]!r} is also listed under features.numeric")
+        return self
+
+
+MissingPolicy = Literal["impute", "reject"]
+
+
 class DatasetConfig(Strict):
     name: str
     task: Task
     source: Target
     target: str
     time_column: str | None
-    features: UniqueNames | None
+    features: FeaturesConfig
+    # What a missing feature value does: `default` for every feature, or per feature name.
+    missing: dict[str, MissingPolicy]
     classes: UniqueNames | None
     split: SplitConfig
     personal: dict[str, Literal["hash", "drop"]]
@@ -181,6 +201,16 @@ class DatasetConfig(Strict):
             raise At("classes", "a regression target is a number: classes must be null")
         if self.task == "binary" and self.classes is not None and len(self.classes) != 2:
             raise At("classes", f"task binary needs exactly 2 classes, got {len(self.classes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _missing(self):
+        if "default" not in self.missing:
+            raise At("missing", "needs a `default` policy (impute or reject)")
+        declared = {*(self.features.numeric or ()), *self.features.categorical}
+        for name in self.missing:
+            if name != "default" and self.features.numeric is not None and name not in declared:
+                raise At(f"missing.{name}", "is not a declared feature")
         return self
 
 
@@ -244,6 +274,13 @@ class ClassSlice(_Slice):
     by: Literal["class"]
 
 
+class CategoricalSlice(_Slice):
+    """One slice set per categorical feature (slice_<feature>), values unseen in train as
+    the out-of-vocabulary bucket."""
+
+    by: Literal["categorical"]
+
+
 class ColumnSlice(_Slice):
     by: Literal["column"]
     column: str
@@ -261,7 +298,10 @@ class RangeSlice(_Slice):
         return self
 
 
-SliceSpec = Annotated[TimeSlice | ClassSlice | ColumnSlice | RangeSlice, Field(discriminator="by")]
+SliceSpec = Annotated[
+    TimeSlice | ClassSlice | CategoricalSlice | ColumnSlice | RangeSlice,
+    Field(discriminator="by"),
+]
 
 
 class SlicesConfig(Strict):

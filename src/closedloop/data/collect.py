@@ -14,6 +14,7 @@ came from and why.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -23,15 +24,18 @@ import pandas as pd
 from closedloop.artefacts.snapshot import SnapshotSchema
 from closedloop.capture import feedback
 from closedloop.data.snapshot import (
+    check_columns,
     frame_hash,
     frame_schema,
     load_source,
     resolve_columns,
+    row_problems,
     split_frame,
     validate_frame,
 )
 from closedloop.errors import DataError
 from closedloop.io import atomic_dir, atomic_path
+from closedloop.models.encoding import category_text, policies
 from closedloop.paths import DATA_DIR, QUARANTINE, SCHEMA, SNAPSHOT_DIR
 
 log = logging.getLogger("closedloop.collect")
@@ -43,16 +47,9 @@ def collect(
     """Build the snapshot for ``params`` in ``out_dir``; return its schema.json."""
     ds = params["dataset"]
     raw = load_source(ds, params["allowed_targets"])
-    features, classes = resolve_columns(ds, raw)
-    missing = [
-        c for c in [*features, ds["target"], ds["time_column"]] if c and c not in raw.columns
-    ]
-    if missing:
-        raise DataError(
-            f"conf/dataset/{ds['name']}.yaml: column(s) {missing} not in what dataset.source "
-            f"({ds['source']['_target_']}) returned "
-            f"(it has: {', '.join(map(str, raw.columns))})"
-        )
+    numeric, categorical, classes = resolve_columns(ds, raw)
+    features = [*numeric, *categorical]
+    check_columns(ds, raw, numeric, categorical)
     personal_features = sorted(set(ds.get("personal") or {}) & set(features))
     if personal_features:
         raise DataError(
@@ -60,12 +57,46 @@ def collect(
             "is a model feature; hashing or dropping it leaves the model nothing to learn from "
             "(list only fields that are not features)"
         )
-    frame = validate_frame(raw, frame_schema(ds, features, classes), f"dataset {ds['name']}")
+    raw = raw.reset_index(drop=True)
+    reasons = row_problems(raw, ds, numeric, categorical, classes)
+    bad = reasons != ""
+    frame = raw.loc[~bad].assign(**{c: category_text(raw.loc[~bad, c]) for c in categorical})
+    frame = validate_frame(frame, frame_schema(ds, numeric, categorical), f"dataset {ds['name']}")
     frame["origin"] = "dataset"
+    frame["_row"] = frame.index  # the row's position in the source's table, for the quarantine
     splits = split_frame(frame, ds, params["seed"])
+    if classes is None:  # learnt from the train split; other labels in val/production are held out
+        classes = sorted(splits["train"][ds["target"]].astype(str).unique().tolist())
+        for name in ("val", "production"):
+            part = splits[name]
+            unknown = ~part[ds["target"]].astype(str).isin(classes)
+            for row in part.index[unknown]:
+                reasons.loc[part.at[row, "_row"]] = (
+                    f"target {ds['target']!r}: {part.at[row, ds['target']]!r} is not among the "
+                    "classes learnt from the train split"
+                )
+            splits[name] = part.loc[~unknown].reset_index(drop=True)
+    kept = sum(map(len, splits.values()))
+    bad = reasons != ""
+    rows = {
+        "rows_in": len(raw),
+        "kept": kept,
+        "quarantined": int(bad.sum()),
+        "unused": len(raw) - kept - int(bad.sum()),
+        "reasons": {k: int(v) for k, v in reasons[bad].value_counts().sort_index().items()},
+    }
     keep = [*([ds["time_column"]] if ds["time_column"] else []), *features, ds["target"], "origin"]
+    imputed = [f for f, rule in policies(ds, features).items() if rule == "impute"]
     fb = (
-        feedback.load(data_dir, ds, features, classes, task=ds["task"])
+        feedback.load(
+            data_dir,
+            ds,
+            numeric,
+            classes,
+            categorical=categorical,
+            imputed=imputed,
+            task=ds["task"],
+        )
         if ds["feedback"]["enabled"]
         else None
     )
@@ -79,7 +110,10 @@ def collect(
         "target": ds["target"],
         "time_column": ds["time_column"],
         "features": features,
+        "feature_types": {"numeric": numeric, "categorical": categorical},
+        "missing": policies(ds, features),
         "classes": classes,
+        "dataset_rows": rows,
         "splits": {},
         "feedback_files": _relative(fb.files if fb is not None else [], data_dir),
         "feedback_ignored_files": _relative(fb.ignored if fb is not None else [], data_dir),
@@ -97,17 +131,41 @@ def collect(
         record["data_hash"] = frame_hash_of_hashes(record["splits"])
         schema = SnapshotSchema.model_validate(record)
         schema.write(tmp / SCHEMA.name)
-    quarantine = (
-        fb.quarantine if fb is not None else pd.DataFrame(columns=feedback.QUARANTINE_COLUMNS)
+    quarantine = pd.concat(
+        [
+            dataset_quarantine(raw[bad], reasons[bad], ds),
+            *([fb.quarantine] if fb is not None and len(fb.quarantine) else []),
+        ],
+        ignore_index=True,
     )
     with atomic_path(QUARANTINE) as tmp_file:
         quarantine.astype(str).to_parquet(tmp_file, index=False)
     for name, s in schema.splits.items():
         log.info("collect: %s %d rows", name, s.rows)
+    log.info("collect: dataset rows %s", rows)
     if fb is not None:
         log.info("collect: feedback %s", fb.counts)
         log.info("collect: production window %s", windows["production_reason"])
     return schema
+
+
+def dataset_quarantine(rows: pd.DataFrame, reasons: pd.Series, ds: dict) -> pd.DataFrame:
+    """The dataset's rejected rows in the quarantine's columns: kind "dataset", the source,
+    the row's position in the table the source returned, the reason and the raw record."""
+    source = ds["source"].get("path") or ds["source"]["_target_"]
+    return pd.DataFrame(
+        {
+            "kind": "dataset",
+            "file": str(source),
+            "request_id": [f"row {i}" for i in rows.index],
+            "reason": reasons.to_numpy(),
+            "record": [
+                json.dumps(r, default=str, sort_keys=True)
+                for r in rows.astype(object).where(rows.notna(), None).to_dict("records")
+            ],
+        },
+        columns=feedback.QUARANTINE_COLUMNS,
+    )
 
 
 def _relative(paths: list[Path], data_dir: Path) -> list[str]:

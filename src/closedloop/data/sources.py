@@ -3,7 +3,9 @@
 collect calls ``dataset.source`` with its YAML arguments and validates what comes back
 against the dataset's declared columns. Any function returning a pandas DataFrame can be a
 source; a user's own lives in their package in src/ (add its prefix to allowed_targets).
-The built-ins ship their data inside installed packages, so nothing is downloaded.
+The built-ins ship their data inside installed packages, so nothing is downloaded. A user's
+own table is read_table (files), duckdb_query (SQL over files) or sql_query (a database);
+their refusals are DataErrors naming the key, which collect prefixes with the dataset file.
 """
 
 from __future__ import annotations
@@ -135,3 +137,65 @@ def read_table(path: str, **options: Any) -> pd.DataFrame:
         except (ValueError, TypeError, OSError) as e:
             raise DataError(f"dataset.source: {f}: {str(e).strip().splitlines()[0]}") from None
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def duckdb_query(sql: str, views: dict[str, str] | None = None) -> pd.DataFrame:
+    """The result of a DuckDB SQL query over files: ``sql`` may read files directly
+    (``FROM 'data/raw/sales-*.parquet'``, CSV, Parquet or JSON by extension, globs allowed)
+    or the ``views`` it names, each a path or glob (``{sales: data/raw/sales-*.parquet}``).
+    Paths are relative to the repository root; raw data belongs under data/raw/."""
+    import duckdb
+
+    try:
+        with duckdb.connect(":memory:") as con:
+            for name, path in (views or {}).items():
+                if not name.isidentifier():
+                    raise DataError(f"dataset.source.views: {name!r} is not a valid table name")
+                con.execute(f"CREATE VIEW {name} AS SELECT * FROM {_sql_text(path)}")
+            return con.execute(sql).df()
+    except duckdb.Error as e:
+        raise DataError(f"dataset.source.sql: the query failed: {_first_line(e)}") from None
+
+
+def sql_query(url: str, query: str, password_env: str | None = None) -> pd.DataFrame:
+    """The result of a SQL query against a database SQLAlchemy can reach (``url``, e.g.
+    ``sqlite:///data/raw/shop.db`` or ``postgresql+psycopg://reader@host/shop``). Keep the
+    password out of the URL, and so out of params.yaml: ``password_env`` names the
+    environment variable holding it. No message shows a password."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    try:
+        target = make_url(url)
+    except sa.exc.ArgumentError:
+        raise DataError(
+            "dataset.source.url: not a database URL (e.g. sqlite:///data/raw/x.db)"
+        ) from None
+    shown = target.render_as_string(hide_password=True)
+    if password_env:
+        import os
+
+        if password_env not in os.environ:
+            raise DataError(f"dataset.source.password_env: ${password_env} is not set")
+        target = target.set(password=os.environ[password_env])
+    secret = target.password
+    try:
+        engine = sa.create_engine(target)
+        try:
+            with engine.connect() as con:
+                return pd.read_sql_query(sa.text(query), con)
+        finally:
+            engine.dispose()
+    except (sa.exc.SQLAlchemyError, ImportError) as e:
+        text = _first_line(getattr(e, "orig", None) or e)
+        if secret:
+            text = text.replace(str(secret), "***")
+        raise DataError(f"dataset.source.query: failed on {shown}: {text}") from None
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -28,7 +28,8 @@ from closedloop.artefacts.drift import DriftReport
 from closedloop.data.snapshot import read_schema, read_split
 from closedloop.errors import DataError
 from closedloop.io import atomic_path
-from closedloop.models.persist import load_model, predict_proba, predict_values
+from closedloop.models.encoding import OOV, Encoding
+from closedloop.models.persist import load_model, predict_proba, predict_values, read_model_config
 from closedloop.numerics import pin
 from closedloop.paths import (
     CANDIDATE_DIR,
@@ -79,7 +80,7 @@ def with_predictions(df: pd.DataFrame, model, config: dict, where: str) -> pd.Da
     missing = [f for f in config["features"] if f not in df.columns]
     if missing:
         raise DataError(f"{where}: the candidate's feature(s) {missing} are missing")
-    x = df[config["features"]].to_numpy(dtype=np.float32)
+    x, _ = Encoding.from_config(config).transform(df)
     if config["task"] == "regression":
         return df.assign(**{PREDICTION: predict_values(model, x).numpy().astype(float)})
     probs = predict_proba(model, x).numpy()
@@ -92,19 +93,25 @@ def measure_drift(
     kinds: dict[str, str],
     cfg: dict,
     numeric_outputs: bool = False,
+    categorical: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[Snapshot, dict]:
     """Evidently's snapshot and our summary for the columns in ``kinds``.
 
-    ``kinds`` maps each column to "feature" (numeric) or "target" / "prediction"
-    (categorical, or numeric with ``numeric_outputs``: a regression's target and predicted
-    values); ``cfg`` is params `drift` (row_cap, seed, drift_share). The summary's
+    ``kinds`` maps each column to "feature" (numeric unless in ``categorical``) or "target" /
+    "prediction" (categorical, or numeric with ``numeric_outputs``: a regression's target and
+    predicted values); ``cfg`` is params `drift` (row_cap, seed, drift_share). The summary's
     "columns" is keyed by name (drift.json lists them by name); "top_drifted" names the drifted
     columns, most drifted first (see _strength), ties by name.
     """
     columns = list(kinds)
     ref = sample_rows(reference[columns], cfg["row_cap"], cfg["seed"])
     cur = sample_rows(current[columns], cfg["row_cap"], cfg["seed"])
-    numeric = [c for c in columns if kinds[c] == "feature" or numeric_outputs]
+    numeric = [
+        c
+        for c in columns
+        if (kinds[c] == "feature" and c not in categorical)
+        or (kinds[c] != "feature" and numeric_outputs)
+    ]
     definition = DataDefinition(
         numerical_columns=numeric,
         categorical_columns=[c for c in columns if c not in numeric],
@@ -203,7 +210,21 @@ def drift(
     current_where = str(Path(snapshot) / "production.parquet")
     reference, source, reference_where = load_reference(snapshot, champion_entry)
 
+    if not (Path(model_dir) / MODEL_CONFIG).exists():
+        raise DataError(f"{Path(model_dir) / MODEL_CONFIG}: no candidate; run `dvc repro train`")
     kinds = dict.fromkeys(cfg["columns"] or schema.features, "feature")
+    encoding = Encoding.from_config(read_model_config(model_dir))
+    # Categorical features as the model sees them: values unseen in train as <oov>.
+    categorical = {c for c in kinds if c in encoding.categorical}
+    oov = {}
+    for c in sorted(categorical):
+        for df in (reference, current):
+            if c not in df.columns:
+                raise DataError(f"column {c!r} not found (see params drift.columns)")
+        reference = reference.assign(**{c: encoding.labels(reference, c)})
+        current = current.assign(**{c: encoding.labels(current, c)})
+        count = int((current[c] == OOV).sum())
+        oov[c] = {"count": count, "share": count / max(len(current), 1)}
     if cfg["include_target"]:
         kinds[schema.target] = "target"
     for where, df in ((reference_where, reference), (current_where, current)):
@@ -215,19 +236,22 @@ def drift(
     if cfg["include_prediction"]:
         if PREDICTION in kinds:
             raise DataError(f"{current_where}: column {PREDICTION!r} is reserved for predictions")
-        if not (Path(model_dir) / MODEL_CONFIG).exists():
-            raise DataError(
-                f"{Path(model_dir) / MODEL_CONFIG}: no candidate; run `dvc repro train`"
-            )
         model, config = load_model(model_dir, params["allowed_targets"])
         reference = with_predictions(reference, model, config, reference_where)
         current = with_predictions(current, model, config, current_where)
         kinds[PREDICTION] = "prediction"
 
     snap, summary = measure_drift(
-        reference, current, kinds, cfg, numeric_outputs=schema.task == "regression"
+        reference,
+        current,
+        kinds,
+        cfg,
+        numeric_outputs=schema.task == "regression",
+        categorical=categorical,
     )
     summary["reference"].update(source)
+    if oov:
+        summary["oov"] = oov
     report = DriftReport.model_validate(summary)
     with atomic_path(html) as tmp:
         snap.save_html(str(tmp))  # Evidently writes nothing when given a Path, only a str

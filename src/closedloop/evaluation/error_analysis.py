@@ -22,6 +22,7 @@ import pandas as pd
 from closedloop import templating
 from closedloop.errors import DataError
 from closedloop.io import atomic_path, write_text
+from closedloop.models.encoding import OOV
 from closedloop.paths import ERRORS_MD, ERRORS_TABLE, EVAL_DIR
 
 ARROW = "→"
@@ -160,6 +161,12 @@ def summary(errors: pd.DataFrame, total: int, top: int = 10) -> str:
         for column in errors.columns
         if column.startswith("slice_")
     ]
+    # Categorical slices label values the training data never held as the OOV bucket.
+    context["oov"] = {
+        column.removeprefix("slice_"): int((errors[column] == OOV).sum())
+        for column in errors.columns
+        if column.startswith("slice_") and (errors[column] == OOV).any()
+    }
     bucket = pd.cut(errors["confidence"], CONFIDENCE_BINS, labels=CONFIDENCE_LABELS, right=False)
     by_conf = errors.groupby(bucket, observed=False).size()
     context["confidence"] = [{"bucket": b, "errors": int(k)} for b, k in by_conf.items()]

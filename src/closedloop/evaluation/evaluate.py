@@ -29,6 +29,7 @@ from closedloop.data.snapshot import read_schema, read_split, tensors
 from closedloop.errors import DataError
 from closedloop.evaluation.slices import slice_columns
 from closedloop.io import atomic_dir, csv_text, write_json, write_text
+from closedloop.models.encoding import Encoding
 from closedloop.models.persist import load_model, predict_proba, predict_values
 from closedloop.numerics import pin
 from closedloop.paths import CANDIDATE_DIR, CHAMPION_ENTRY, EVAL_DIR, SNAPSHOT_DIR
@@ -180,7 +181,7 @@ def champion_predictions(champion, df: pd.DataFrame, task: str, threshold: float
             f"champion {entry.version}: a {config['task']} model cannot be compared with a "
             f"{task} candidate"
         )
-    x = df[config["features"]].to_numpy(dtype=np.float32)
+    x, _ = Encoding.from_config(config).transform(df)  # the champion's own encoding
     if task == "regression":
         return {"champion_predicted": predict_values(model, x).numpy().astype(float).round(DIGITS)}
     probs = predict_proba(model, x)
@@ -210,6 +211,7 @@ def evaluate(
     schema = read_schema(snapshot).model_copy(
         update={"features": config["features"], "classes": config["classes"]}
     )
+    encoding = Encoding.from_config(config)
     task, threshold = config["task"], mcfg["threshold"]
     train = read_split("train", snapshot)[schema.target]
     # The task's dummy: the most frequent training class, or the mean training target.
@@ -229,7 +231,7 @@ def evaluate(
             if schema.time_column:
                 earlier = [read_split(s, snapshot) for s in order[: order.index(split)]]
                 persistence = persistence_labels(df, earlier, schema.target, schema.time_column)
-            x, y = tensors(df, schema)
+            x, y = tensors(df, schema, encoding)
             target = torch.from_numpy(y)
             if task == "regression":
                 outputs, target = predict_values(model, x), target[:, 0]
@@ -249,7 +251,11 @@ def evaluate(
                 for column, values in champion_predictions(champion, df, task, threshold).items():
                     frame[column] = values
             slices = slice_columns(
-                df, params["slices"], target=schema.target, time_column=schema.time_column
+                df,
+                params["slices"],
+                target=schema.target,
+                time_column=schema.time_column,
+                encoding=encoding,
             )
             frame = pd.concat([frame, slices.reset_index(drop=True)], axis=1)
             frame.to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")

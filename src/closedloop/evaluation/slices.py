@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from closedloop.errors import DataError
+from closedloop.models.encoding import Encoding
 
 SEASONS = {
     12: "winter",
@@ -56,17 +57,39 @@ def assign(df: pd.DataFrame, spec: dict, *, target: str, time_column: str | None
         raise DataError(f"{where}: column {column!r} is not in the snapshot")
     if spec["by"] == "range":
         return _range_labels(df[column], spec["bins"])
-    return df[column].astype(str)
+    return df[column].astype(str)  # by: column
 
 
 def slice_columns(
-    df: pd.DataFrame, slices_cfg: dict, *, target: str, time_column: str | None
+    df: pd.DataFrame,
+    slices_cfg: dict,
+    *,
+    target: str,
+    time_column: str | None,
+    encoding: Encoding | None = None,
 ) -> pd.DataFrame:
-    """One `slice_<name>` column per declared slice (``target``: the label column)."""
-    return pd.DataFrame(
-        {
-            f"slice_{s['name']}": assign(df, s, target=target, time_column=time_column).to_numpy()
-            for s in slices_cfg["slices"]
-        },
-        index=df.index,
-    )
+    """One `slice_<name>` column per declared slice (``target``: the label column). A
+    ``by: categorical`` slice gives one `slice_<feature>` per categorical feature of the
+    model's ``encoding``, with values unseen in train as ``<oov>``; so does ``by: column`` on
+    a categorical feature."""
+    columns = {}
+    categorical = encoding.categorical if encoding is not None else {}
+    for s in slices_cfg["slices"]:
+        if s["by"] == "categorical":
+            for feature in categorical:
+                columns[f"slice_{feature}"] = encoding.labels(df, feature).to_numpy()
+        elif s["by"] == "column" and s["column"] in categorical:
+            columns[f"slice_{s['name']}"] = encoding.labels(df, s["column"]).to_numpy()
+        else:
+            labels = assign(df, s, target=target, time_column=time_column)
+            columns[f"slice_{s['name']}"] = labels.to_numpy()
+    return pd.DataFrame(columns, index=df.index)
+
+
+def slice_names(slices_cfg: dict, categorical: list[str]) -> list[str]:
+    """The slice names evaluate scores: each declared one, ``by: categorical`` as one per
+    categorical feature."""
+    out: list[str] = []
+    for s in slices_cfg["slices"]:
+        out += list(categorical) if s["by"] == "categorical" else [s["name"]]
+    return out

@@ -19,6 +19,7 @@ from closedloop.artefacts.drift import DriftReport
 from closedloop.artefacts.evaluation import Comparison, MetricDelta, Metrics, SplitComparison
 from closedloop.artefacts.gate import Check, GateChampion, GateReport, Status, verdict_of
 from closedloop.artefacts.snapshot import SnapshotSchema, SplitInfo
+from closedloop.evaluation.slices import slice_names
 from closedloop.paths import DRIFT_JSON, GATE
 
 
@@ -367,7 +368,7 @@ def gate_reports(params: dict) -> GateReport:
         params["gates"],
         ChampionEntry.read(),
         ModelCard.read().weights_sha256,
-        slice_names=[s["name"] for s in params["slices"]["slices"]],
+        slice_names=slice_names(params["slices"], schema.feature_types.categorical),
         confidence_level=params["metrics"]["confidence_level"],
         task=schema.task,
     )

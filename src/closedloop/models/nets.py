@@ -117,8 +117,11 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.ones(n_features))
 
     def set_standardisation(self, x: torch.Tensor) -> None:
+        """Training statistics; a column constant in train (an out-of-vocabulary slot, a
+        blank pixel) is centred only, so a value seen first in production stays in scale."""
+        std = x.std(0)
         self.mean.copy_(x.mean(0))
-        self.std.copy_(x.std(0).clamp_min(1e-6))
+        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)

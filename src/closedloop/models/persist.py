@@ -1,8 +1,8 @@
 """Pickle-free save and load of a model directory, and batched prediction.
 
 A saved model is a directory: ``model.safetensors`` (weights, including the input
-standardisation) and ``config.json`` (the model config it was trained with, its features and
-classes). Loading never unpickles anything, and instantiates only ``model.net``, only when
+standardisation) and ``config.json`` (the model config it was trained with, its features,
+classes and feature encoding: vocabularies, medians, missing-value policies). Loading never unpickles anything, and instantiates only ``model.net``, only when
 its `_target_` lies under allowed_targets: a model directory from elsewhere cannot make this
 process run code the repository does not already trust.
 
@@ -23,6 +23,7 @@ from torch import nn
 from closedloop.errors import ConfigError
 from closedloop.io import atomic_path, sha256_file, write_json
 from closedloop.metrics import DEFAULT_TASK, TASKS
+from closedloop.models.encoding import Encoding
 from closedloop.models.nets import Classifier, build_model
 from closedloop.paths import MODEL_CONFIG, WEIGHTS
 
@@ -108,7 +109,7 @@ def load_model(model_dir: Path, allowed: Sequence[str]) -> tuple[Classifier, dic
     config = read_model_config(model_dir)
     model = build_model(
         config["model"],
-        len(config["features"]),
+        Encoding.from_config(config).width,
         len(config["classes"]),
         allowed,
         str(model_dir / MODEL_CONFIG),

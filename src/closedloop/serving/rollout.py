@@ -57,11 +57,13 @@ class Answer:
         return classes[max(range(len(p)), key=p.__getitem__)]
 
 
-def forward(model, values: list[float], clock: Callable[[], float]) -> Answer:
-    """Run ``model`` on one request; any exception or non-finite output is an error, not a raise."""
+def forward(served, row, clock: Callable[[], float]) -> Answer:
+    """Run a served model on one request (a one-row frame of raw features, encoded with that
+    model's own encoding); any exception or non-finite output is an error, not a raise."""
     start = clock()
     try:
-        probs = predict_proba(model, [values])[0].tolist()
+        x, _ = served.encoding.transform(row)
+        probs = predict_proba(served.model, x)[0].tolist()
     except Exception as e:  # a candidate must never fail the request
         text = f"{type(e).__name__}: {e}".splitlines()[0][:MAX_ERROR]
         return Answer(None, text, (clock() - start) * 1000)
@@ -158,9 +160,9 @@ class Rollout:
             return None
         return assign(str(value), self.share, self.cfg["assignment"]["salt"])
 
-    def _candidate(self, values: list[float], parse_ms: float) -> Answer:
+    def _candidate(self, row, parse_ms: float) -> Answer:
         """Run the candidate, and let the breaker count it (latency as the caller would see it)."""
-        answer = forward(self.candidate.model, values, self.clock)
+        answer = forward(self.candidate, row, self.clock)
         was_open = self.breaker.is_open
         self.breaker.record(answer.error is not None, parse_ms + answer.ms)
         if self.breaker.is_open and not was_open:
@@ -173,23 +175,21 @@ class Rollout:
             )
         return answer
 
-    def route(self, request_id: str, given: dict, values: list[float], parse_ms: float) -> Routed:
+    def route(self, request_id: str, given: dict, row, parse_ms: float) -> Routed:
         """Answer one request as the rollout says, with the columns its record carries."""
         arm = self.arm_for(request_id, given)
         classes = self.champion.classes
         if arm is None:
-            return Routed(
-                forward(self.champion.model, values, self.clock), self.champion.version, None
-            )
+            return Routed(forward(self.champion, row, self.clock), self.champion.version, None)
         share = 0.0 if self.mode == "shadow" else self.share
         columns: dict = {"arm": arm, "share": share}
         if self.mode == "shadow" or arm == "champion":
-            champ = forward(self.champion.model, values, self.clock)
+            champ = forward(self.champion, row, self.clock)
             if self.mode == "shadow":
                 if self.breaker.is_open:
                     columns["shadow_error"] = BREAKER_OPEN
                 else:
-                    cand = self._candidate(values, parse_ms)
+                    cand = self._candidate(row, parse_ms)
                     columns["shadow_prediction"] = cand.prediction(classes)
                     columns["shadow_latency_ms"] = parse_ms + cand.ms
                     columns["shadow_error"] = cand.error
@@ -197,10 +197,10 @@ class Rollout:
         # a canary request assigned to the candidate
         if self.breaker.is_open:
             columns["error"] = BREAKER_OPEN
-            champ = forward(self.champion.model, values, self.clock)
+            champ = forward(self.champion, row, self.clock)
             return Routed(champ, self.champion.version, "champion", columns)
-        cand = self._candidate(values, parse_ms)
-        champ = forward(self.champion.model, values, self.clock)
+        cand = self._candidate(row, parse_ms)
+        champ = forward(self.champion, row, self.clock)
         if cand.error is not None:  # the champion answers in its place
             columns["error"] = cand.error
             champ.ms += cand.ms

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pandas as pd
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.openapi.utils import get_openapi
@@ -62,6 +63,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     ValidationError,
     WithJsonSchema,
@@ -82,6 +84,7 @@ from closedloop.capture.store import (
 from closedloop.config import load_params
 from closedloop.errors import ConfigError, StoreError
 from closedloop.io import sha256_file
+from closedloop.models.encoding import Encoding, category_text, oov_counts
 from closedloop.models.persist import load_model, predict_proba, predict_values
 from closedloop.paths import CANDIDATE_DIR, WEIGHTS
 from closedloop.serving.rollout import Rollout, candidate_version
@@ -104,6 +107,7 @@ class ServedModel:
     version: str
     source: str  # "registry" or "candidate"
     path: Path
+    encoding: Encoding  # how the features become the model's input (config.json's "encoding")
     task: str = "multiclass"  # regression: a number, no probabilities
 
 
@@ -165,6 +169,7 @@ def _load(path: Path, version: str, source: str, allowed: Sequence[str]) -> Serv
         version,
         source,
         path,
+        Encoding.from_config(config),
         config["task"],
     )
 
@@ -267,6 +272,9 @@ class Health(BaseModel):
     source: Literal["registry", "candidate"]
     store: StoreHealth
     rollout: RolloutHealth
+    oov: dict[str, int] = Field(
+        description="per categorical feature: values served since start that training never held"
+    )
 
 
 def _event_time(text: str) -> str:
@@ -296,6 +304,9 @@ FeatureValue = Annotated[
     float,
     Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX),
 ]
+# A categorical value: text, or a boolean or integer, which the model reads as its text
+# ("True", "3"), as it read the training table. Unseen values go to the out-of-vocabulary bucket.
+CategoryValue = Annotated[str, Field(max_length=256)] | StrictBool | StrictInt
 PersonalValue = (
     Annotated[str, Field(max_length=256)]
     | StrictInt
@@ -312,10 +323,18 @@ class ApiModels:
     ):
         self.features = served.features
         self.personal = [name for name in personal if name not in served.features]
+        self.categorical = set(served.encoding.categorical)
         strict = ConfigDict(extra="forbid")
-        fields: dict[str, Any] = {
-            f"f{i}": (FeatureValue, Field(alias=name)) for i, name in enumerate(self.features)
-        }
+        encoding = served.encoding
+        # Numbers for numeric features, text for categorical ones; null only where the
+        # feature's missing-value policy imputes it (it is still a required key).
+        fields: dict[str, Any] = {}
+        for i, name in enumerate(self.features):
+            kind = CategoryValue if name in encoding.categorical else FeatureValue
+            fields[f"f{i}"] = (
+                kind | None if encoding.imputes(name) else kind,
+                Field(alias=name),
+            )
         fields |= {
             f"p{i}": (
                 PersonalValue | None,
@@ -447,6 +466,10 @@ class ApiModels:
             return f"{where}: missing"
         if where.startswith("features.") and where[len("features.") :] in self.personal:
             return f"{where}: expected a string of at most 256 characters or a finite number, got {got!r:.40}"
+        if where.startswith("features.") and where[len("features.") :] in self.categorical:
+            return f"{where}: expected a string (a category) of at most 256 characters, got {got!r:.40}"
+        if kind == "none_forbidden" or (got is None and where.startswith("features.")):
+            return f"{where}: missing value not allowed (its missing-value policy is reject)"
         if kind in ("less_than_equal", "greater_than_equal"):
             return f"{where}: outside float32's range (±{FLOAT32_MAX:.4g}), got {got!r:.40}"
         if kind == "finite_number":
@@ -557,6 +580,8 @@ def create_app(
 
     app = FastAPI(title="closedloop", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.served, app.state.store, app.state.rollout = served, store, rollout
+    oov: dict[str, int] = dict.fromkeys(served.encoding.categorical, 0)  # unseen values served
+    app.state.oov = oov
 
     @app.post(
         "/predict",
@@ -569,21 +594,30 @@ def create_app(
         _authorize(request, tokens)
         body = api.parse(api.Predict, await read_body(request, limit))
         given = body.features.model_dump(by_alias=True, exclude_none=True)
-        values = [given[name] for name in served.features]
+        row = pd.DataFrame([{name: given.get(name) for name in served.features}])
+        for name in served.encoding.categorical:  # stored as the text the model read
+            row[name] = category_text(row[name])
+            if row.at[0, name] is not None:
+                given[name] = row.at[0, name]
+        for name in served.features:  # a missing value is stored as null, then imputed
+            given.setdefault(name, None)
+        x, counts = served.encoding.transform(row)
+        for name, n in oov_counts(counts).items():
+            oov[name] = oov.get(name, 0) + n
         request_id = uuid.uuid4().hex
         columns: dict = {}
         version, arm = served.version, None
         if served.task == "regression":
-            value = float(predict_values(served.model, [values])[0])
+            value = float(predict_values(served.model, x)[0])
             if not math.isfinite(value):
                 raise _bad("features: the model gives no finite prediction for these values")
             prediction, probabilities, stored = value, None, repr(value)
         else:
             if rollout is None:
-                probs = predict_proba(served.model, [values])[0].tolist()
+                probs = predict_proba(served.model, x)[0].tolist()
             else:
                 parsed = clock()
-                routed = rollout.route(request_id, given, values, (parsed - start_clock) * 1000)
+                routed = rollout.route(request_id, given, row, (parsed - start_clock) * 1000)
                 # None: the champion failed too, refused below as it would be without a rollout
                 probs = routed.answer.probabilities or [math.nan]
                 version, arm, columns = routed.version, routed.arm, routed.columns
@@ -663,6 +697,7 @@ def create_app(
                 "breaker": "closed",
                 "reason": None,
             },
+            "oov": dict(oov),
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -73,8 +73,11 @@ def production_rows(
         df = df.loc[mask].sort_values(time_column, kind="stable")
     if df.empty:
         raise DataError(f"production split: no rows between {start} and {end}")
-    features = schema.features
-    x = df[features].astype(float).to_dict("records")
+    # Numbers as numbers and categories as text, a missing value as null (JSON has no NaN).
+    numeric, categorical = schema.feature_types.numeric, schema.feature_types.categorical
+    table = df[numeric].astype(float).astype(object).where(df[numeric].notna(), None)
+    table[categorical] = df[categorical].astype(object).where(df[categorical].notna(), None)
+    x = table[schema.features].to_dict("records")
     # A regressor's true value goes back as a JSON number; a class as its label.
     labels = df[schema.target].astype(float if schema.task == "regression" else str).tolist()
     times = (

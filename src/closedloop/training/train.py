@@ -20,6 +20,7 @@ from closedloop.artefacts.card import ModelCard
 from closedloop.artefacts.snapshot import SnapshotSchema
 from closedloop.data.snapshot import read_schema, read_split, tensors
 from closedloop.io import atomic_dir, csv_text, write_text
+from closedloop.models.encoding import Encoding
 from closedloop.models.nets import TASK_LOSS, build_model, count_parameters
 from closedloop.models.persist import save_model
 from closedloop.numerics import pin
@@ -57,6 +58,12 @@ def make_trainer(trainer_cfg: dict, callbacks: list[L.Callback] | None = None) -
     )
 
 
+def fit_encoding(schema: SnapshotSchema, train) -> Encoding:
+    """The feature encoding learnt on the training split (closedloop.models.encoding)."""
+    types = schema.feature_types
+    return Encoding.fit(train, types.numeric, types.categorical, schema.missing)
+
+
 class BatchTensors(TensorDataset):
     """Tensors a DataLoader reads one batch at a time (one index per tensor), not row by row
     and then collated: the per-row path cost more than the training step on small nets."""
@@ -73,10 +80,12 @@ def whole_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 def loaders(
     params: dict, snapshot: Path
-) -> tuple[SnapshotSchema, DataLoader, DataLoader, tuple[torch.Tensor, torch.Tensor]]:
+) -> tuple[SnapshotSchema, Encoding, DataLoader, DataLoader, tuple[torch.Tensor, torch.Tensor]]:
     schema = read_schema(snapshot)
-    x_tr, y_tr = tensors(read_split("train", snapshot), schema)
-    x_va, y_va = tensors(read_split("val", snapshot), schema)
+    train_df = read_split("train", snapshot)
+    encoding = fit_encoding(schema, train_df)
+    x_tr, y_tr = tensors(train_df, schema, encoding)
+    x_va, y_va = tensors(read_split("val", snapshot), schema, encoding)
     bs = params["model"]["batch_size"]
     workers = params["trainer"]["num_workers"]
     gen = torch.Generator().manual_seed(params["seed"])
@@ -94,7 +103,7 @@ def loaders(
         num_workers=workers,
         collate_fn=whole_batch,
     )
-    return schema, train_dl, val_dl, (torch.from_numpy(x_tr), torch.from_numpy(y_tr))
+    return schema, encoding, train_dl, val_dl, (torch.from_numpy(x_tr), torch.from_numpy(y_tr))
 
 
 def train(
@@ -103,12 +112,12 @@ def train(
     """Train and save the candidate; return its model card (None on non-zero DDP ranks)."""
     pin(params.get("numerics"))  # the same bytes on any x86-64 CPU (closedloop.numerics)
     L.seed_everything(params["seed"], workers=True, verbose=False)
-    schema, train_dl, val_dl, (x_train, y_train) = loaders(params, snapshot)
+    schema, encoding, train_dl, val_dl, (x_train, y_train) = loaders(params, snapshot)
     allowed = params["allowed_targets"]
     # The network is built first, right after seeding: its initial weights are the first
     # draws from the seeded generator, so the same config gives the same weights.
     model = build_model(
-        params["model"], len(schema.features), len(schema.classes), allowed, task=schema.task
+        params["model"], encoding.width, len(schema.classes), allowed, task=schema.task
     )
     model.set_standardisation(x_train)
     if schema.task == "regression":
@@ -133,6 +142,7 @@ def train(
         "task": schema.task,
         "model": params["model"],
         "features": schema.features,
+        "encoding": encoding.to_json(),
         "classes": schema.classes,
         "target": schema.target,
         "time_column": schema.time_column,

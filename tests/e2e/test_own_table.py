@@ -1,0 +1,101 @@
+"""README "Your own table in five minutes", followed literally in a copy of the repository:
+a CSV under data/raw/, one dataset YAML, one line of conf/config.yaml, `dvc repro`.
+
+The table is vega_datasets' cars (real, offline): numbers with real holes, an integer-coded
+and a text category, five labels blanked. The same holds for a folder of Parquet files with a
+random split and no time column.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from tests.conftest import make_project, run
+from tests.fixtures import cars_table, readme_block
+
+ALL = {"compose", "collect", "champion", "train", "evaluate", "errors", "drift", "gate", "report"}
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w-]+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("own_table"))
+    (root / "data/raw").mkdir(parents=True)
+    cars_table().to_csv(root / "data/raw/cars.csv", index=False)  # step 1
+    (root / "conf/dataset/cars.yaml").write_text(readme_block("# conf/dataset/cars.yaml"))  # 2
+    step3 = readme_block("sed -i ")  # step 3, as the README writes it
+    run(["bash", "-c", step3.splitlines()[0].split("#")[0]], root)
+    out = run(["dvc", "repro"], root).stdout
+    return root, out
+
+
+def test_one_yaml_file_trains_evaluates_gates_and_reports(project):
+    root, out = project
+    assert ran(out) == ALL, out
+    params = (root / "params.yaml").read_text()
+    assert "name: cars" in params and "by: categorical" in params  # default slices
+    gate = json.loads((root / "reports/gate.json").read_text())
+    assert gate["verdict"] in ("pass", "fail", "inconclusive") and gate["checks"]
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert metrics["production"]["n"] == 153 and metrics["production"]["accuracy"] > 0.6
+    assert "| Origin | target |" in (root / "reports/benchmark.md").read_text()  # drift
+
+
+def test_rows_without_a_label_are_in_the_quarantine_with_a_reason(project):
+    root, _ = project
+    q = pd.read_parquet(root / "reports/quarantine.parquet")
+    assert q["kind"].tolist() == ["dataset"] * 5
+    assert set(q["reason"]) == {"target 'Origin': missing"}
+    schema = json.loads((root / "artifacts/snapshot/schema.json").read_text())
+    assert schema["dataset_rows"] == {
+        "rows_in": 406,
+        "kept": 401,
+        "quarantined": 5,
+        "unused": 0,
+        "reasons": {"target 'Origin': missing": 5},
+    }
+
+
+def test_unseen_categories_are_in_drift_errors_and_the_comment(project):
+    root, _ = project
+    drift = json.loads((root / "reports/drift.json").read_text())
+    assert drift["oov"]["make"]["count"] > 0 and drift["oov"]["Cylinders"]["count"] == 3
+    assert drift["columns"]["make"]["method"].startswith("chi-square")  # as categorical
+    errors = (root / "reports/errors.md").read_text()
+    assert "## Errors by slice: make" in errors and "`<oov>` bucket" in errors
+    comment = (root / "reports/benchmark.md").read_text()
+    assert "out-of-vocabulary bucket" in comment and "`make`" in comment
+    comparison = json.loads((root / "reports/comparison.json").read_text())
+    assert "<oov>" in comparison["splits"]["production"]["slices"]["make"]
+
+
+def test_a_folder_of_parquet_files_with_a_random_split(project):
+    root, _ = project
+    table = cars_table()
+    for decade, part in table.groupby(table["Year"].str[:3]):
+        part.drop(columns="Year").to_parquet(root / f"data/raw/cars-{decade}0s.parquet")
+    yaml_text = (
+        readme_block("# conf/dataset/cars.yaml")
+        .replace("name: cars #", "name: cars_parquet #")
+        .replace("data/raw/cars.csv", "data/raw/cars-*.parquet")
+    )
+    yaml_text = yaml_text.split("time_column:")[0] + "features:" + yaml_text.split("features:")[1]
+    yaml_text = yaml_text.split("split:")[0] + (
+        "split: { strategy: random, fractions: { train: 0.6, val: 0.2, production: 0.2 } }\n"
+    )
+    (root / "conf/dataset/cars_parquet.yaml").write_text(yaml_text)
+    config = root / "conf/config.yaml"
+    config.write_text(config.read_text().replace("- dataset: cars", "- dataset: cars_parquet"))
+    out = run(["dvc", "repro"], root).stdout
+    assert {"collect", "train", "evaluate", "gate", "report"} <= ran(out), out
+    schema = json.loads((root / "artifacts/snapshot/schema.json").read_text())
+    assert schema["time_column"] is None
+    assert schema["dataset_rows"]["kept"] == 401 and schema["dataset_rows"]["quarantined"] == 5
+    assert json.loads((root / "reports/gate.json").read_text())["verdict"]
