@@ -87,6 +87,11 @@ def test_every_option_of_every_group_composes_and_instantiates(group):
             overrides.append("dataset=digits")  # a CNN needs image-shaped features
         if group in ("slices", "gates") and option in options("dataset"):
             overrides.append(f"dataset={option}")  # they name the dataset's columns and metrics
+        fallback = {"binary": "breast_cancer", "regression": "diabetes", "multiclass": "digits"}
+        if (
+            group == "gates" and option in fallback
+        ):  # a task's gates, for datasets without their own
+            overrides.append(f"dataset={fallback[option]}")
         cfg = compose(overrides, conf_dir=CONF)
         assert cfg[group]["name"] == option, (
             f"conf/{group}/{option}.yaml: name must equal the file name"

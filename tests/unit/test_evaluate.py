@@ -39,7 +39,7 @@ def real_predictions():
 
 def test_metrics_agree_with_sklearn(real_predictions):
     probs, y, classes = real_predictions
-    out = score(probs, y, classes, {"ece_bins": 15})
+    out = score(probs, y, classes, {"ece_bins": 15, "threshold": 0.5})
     pred = probs.argmax(1).numpy()
     y = y.numpy()
     assert out["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-6)
@@ -65,7 +65,9 @@ def test_ece_matches_its_definition(real_predictions):
         m = (conf > lo) & (conf <= hi)
         if m.any():
             ece += m.float().mean() * abs((pred[m] == y[m]).float().mean() - conf[m].mean())
-    assert score(probs, y, classes, {"ece_bins": 15})["ece"] == pytest.approx(float(ece), abs=1e-5)
+    assert score(probs, y, classes, {"ece_bins": 15, "threshold": 0.5})["ece"] == pytest.approx(
+        float(ece), abs=1e-5
+    )
 
 
 COLUMNS = {"time_column": "date", "target": "weather"}

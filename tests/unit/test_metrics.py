@@ -58,12 +58,12 @@ def test_config_accepts_exactly_the_registry(tmp_path):
     assert compose(["+gates.floors.ece=0.3"], conf_dir=conf)["gates"]["floors"]["ece"] == 0.3
     with pytest.raises(
         ConfigError,
-        match=r"metrics.compare\[1\]: must be one of 'accuracy' or 'macro_f1', got 'ece'",
+        match=r"metrics.compare\[1\]: must be one of .*'accuracy', 'macro_f1'.*, got 'ece'",
     ):
         compose(["metrics.compare=[accuracy,ece]"], conf_dir=conf)
     with pytest.raises(
         ConfigError,
-        match=r"gates\.floors\.auc: must be one of 'accuracy', 'macro_f1' or 'ece', got 'auc'",
+        match=r"gates\.floors\.auc: must be one of .*'accuracy', 'macro_f1', 'ece'.*, got 'auc'",
     ):
         compose(["+gates.floors.auc=0.5"], conf_dir=conf)
     with pytest.raises(ConfigError, match="vs_champion"):

@@ -141,6 +141,15 @@ def judge(dataset: str, candidate, champion, gates=None, edit=None):
         "feedback_files": [],
         "feedback_ignored_files": [],
         "feedback": {},
+        "feature_types": {"numeric": [], "categorical": []},
+        "missing": {},
+        "dataset_rows": {
+            "rows_in": comp["n"],
+            "kept": comp["n"],
+            "quarantined": 0,
+            "unused": 0,
+            "reasons": {},
+        },
         "data_hash": "d" * 64,
     }
     return gate.judge(
