@@ -37,7 +37,7 @@ endef
 export TORCH_INDEX_ANSWERS TORCH_BUILD
 
 .PHONY: help install repro test test-fast bench lint data clean serve simulate export demo \
-	push-data promote rollback deploy-verify deploy-tag deploy-hook lock-check
+	push-data promote rollback reset-capture deploy-verify deploy-tag deploy-hook lock-check
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -70,14 +70,20 @@ data: $(STAMP) ## make data/ (DVC-tracked) present: from the DVC cache or remote
 	else $(DVC) checkout data.dvc 2>/dev/null || $(DVC) pull data.dvc; fi
 
 repro: data ## install if needed, then run the whole loop: dvc repro
-	$(DVC) repro
+	@# data/ is empty until the first export, and DVC says so once per stage that reads it:
+	@# that one line is dropped, every other line of DVC's stays.
+	@set -o pipefail; $(DVC) repro 2> >(grep -vxF "WARNING: 'data' is empty." >&2)
 	@echo ""
-	@echo "Results:"
-	@echo "  params (composed from conf/)   params.yaml"
-	@echo "  dataset snapshot               artifacts/snapshot/"
-	@echo "  candidate model + model card   models/candidate/"
-	@echo "  metrics                        reports/metrics.json   (dvc metrics show)"
-	@echo "  per-example predictions        reports/eval/          (dvc plots show)"
+	@echo "Results (open reports/benchmark.html first):"
+	@echo "  reports/benchmark.md    the verdict and champion vs candidate: the PR comment"
+	@echo "  reports/benchmark.html  the same, every table in full"
+	@echo "  reports/gate.json       the gate verdict and every check, with its reason"
+	@echo "  reports/drift.html      Evidently's drift report (reports/drift.json: the scores)"
+	@echo "  reports/errors.md       the candidate's mistakes by type, month, slice, confidence"
+	@echo "  reports/metrics.json    headline metrics: dvc metrics show (detail: reports/metrics_detail.json)"
+	@echo "  models/candidate/       the candidate: weights, config.json, model card (card.md)"
+	@echo "  artifacts/snapshot/     the dataset snapshot (schema.json: splits, feedback, lineage)"
+	@echo "  params.yaml             the config composed from conf/ (do not edit: edit conf/)"
 
 test: data ## run the whole test suite, slow tests included (what CI runs)
 	$(BIN)/pytest
@@ -112,8 +118,14 @@ endif
 serve: data ## the reference prediction server on 127.0.0.1:8000 (conf/serve/; HOST=, PORT=)
 	$(BIN)/closedloop serve
 
-simulate: $(STAMP) ## replay the production period through a running server, with feedback
+simulate: $(STAMP) ## replay the production period through a running server, with feedback (HOST=, PORT=)
 	$(BIN)/closedloop simulate
+
+# What capture leaves behind on this machine: the SQLite store (serve.store_url), and what
+# export wrote into data/feedback/ with its watermark. data.dvc goes back to its committed
+# state (git), so nothing git tracks is removed.
+reset-capture: $(STAMP) ## start capture again: remove the local store, data/feedback/ and its watermark
+	$(BIN)/closedloop reset-capture
 
 export: data ## move new feedback from the store into data/feedback/ (past data/'s watermark) and update data.dvc
 	$(BIN)/closedloop export

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from closedloop.config import dump, params_for_compose, under_experiment
+from closedloop.config import compose_params, under_experiment
 from closedloop.errors import run_stage
 from closedloop.io import write_text
 from closedloop.paths import PARAMS
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--print", action="store_true", help="print instead of writing")
     args = parser.parse_args(argv)
-    text = dump(params_for_compose(args.overrides))
+    text = compose_params(args.overrides)
     if args.print:
         sys.stdout.write(text)
         return

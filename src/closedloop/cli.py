@@ -359,6 +359,42 @@ def errors_show(failure_type, since, until, min_impact, slice_filter, limit) -> 
     click.echo(f"{len(found)} matching error(s)")
 
 
+# -------------------------------------------------------------------- experiments
+@cli.group()
+def exp() -> None:
+    """Keep a DVC experiment: write what `dvc exp run -S ...` changed into conf/."""
+
+
+@exp.command("save")
+@click.argument("name")
+@click.option(
+    "--params",
+    type=click.Path(path_type=Path),
+    default=Path("params.yaml"),
+    show_default=True,
+    help="the experiment's params (after `dvc exp apply NAME`)",
+)
+def exp_save(name, params) -> None:
+    """Write params.yaml's difference from conf/ into conf/experiment/NAME.yaml and select it.
+
+    After `dvc exp run -S ...` or `dvc exp apply NAME`, `dvc repro` refuses to recompose
+    conf/ over the experiment; this makes conf/ compose to it, so the next `dvc repro` keeps it.
+    """
+    from closedloop.config import compose, load_params
+    from closedloop.config.experiments import save
+    from closedloop.paths import CONF_DIR
+
+    path, groups, keys = save(
+        name, load_params(params), CONF_DIR, lambda overrides: compose(overrides, CONF_DIR)
+    )
+    what = [f"group choice(s) {', '.join(groups)}"] if groups else []
+    what += [f"{len(keys)} key(s): {', '.join(keys)}"] if keys else []
+    click.echo(
+        f"exp save: {path} holds {' and '.join(what) or 'nothing (params.yaml is conf/)'}; "
+        f"conf/config.yaml selects it (`- experiment: {name}`); `dvc repro` keeps it now"
+    )
+
+
 @cli.command()
 def demo() -> None:
     """The whole story offline, in a scratch clone under .demo/ (make demo)."""

@@ -510,6 +510,7 @@ def load(
     latest = latest[np.argsort(position.to_numpy(zero_copy_only=False)[latest], kind="stable")]
     joined = answered.take(position.take(latest))
     labelled = _labelled(joined, fb.take(latest), ds, features, classes, rule)
+    undated = int(labelled.pop("_undated").sum())
 
     rejected = [r for r in p_reader.rejected + f_reader.rejected if len(r)]
     unreadable = p_reader.unreadable + f_reader.unreadable
@@ -528,6 +529,7 @@ def load(
         "files_quarantined": len(unreadable),
         "files_ignored": len(ignored),
         "labelled_rows": len(labelled),
+        "labelled_undated": undated,
     }
     kept_plus_rejected = counts["predictions_kept"] + counts["feedback_kept"] + rows_rejected
     if kept_plus_rejected != counts["predictions_in"] + counts["feedback_in"]:
@@ -550,12 +552,14 @@ def _labelled(
     when = pd.to_datetime(
         joined["event_time"].to_pandas(), errors="coerce", utc=True, format="ISO8601"
     )
+    undated = when.isna().to_numpy()
     when = when.where(when.notna(), ts)
     labelled = pd.DataFrame({f: joined[f"x_{f}"].to_numpy() for f in features})
     labelled[ds["target"]] = label.astype(object).to_numpy()
     labelled["_when"] = when.dt.tz_localize(None).astype("datetime64[ns]").to_numpy()
     source = answer["source"].to_pandas().fillna("unknown").astype(str)
     labelled["origin"] = ("feedback:" + source).to_numpy()
+    labelled["_undated"] = undated  # no event_time: dated by when it was served
     # No label (a reject without one), or an accepted prediction the dataset does not know.
     labelled = labelled[labelled[ds["target"]].isin(classes)]
     return labelled.sort_values("_when", kind="stable").reset_index(drop=True)
