@@ -100,11 +100,15 @@ def save(name: str, params: dict, conf_dir: Path, compose) -> tuple[Path, list[s
         raise ConfigError(f"{rel(target)}: exists already; choose another name or remove it")
 
     # The new experiment replaces the one selected, so it is a difference from no experiment.
-    def base(extra: list[str]) -> dict:
-        return compose(["experiment=null", *extra])
+    drop = ["~experiment"] if selected.group(2) != "null" else []
 
-    groups = _group_choices(params, base([]), conf_dir, base)
+    def base(extra: list[str]) -> dict:
+        return compose([*drop, *extra])
+
+    plain = base([])
+    groups = _group_choices(params, plain, conf_dir, base)
     against = base([f"{g}={c}" for g, c in groups.items()])
+    was = {g: plain.get(g, {}).get("name") for g in groups}
     changed = _leaves(params, against)
     gone = [k for k, v in changed if v is _ABSENT]
     if gone:
@@ -112,12 +116,25 @@ def save(name: str, params: dict, conf_dir: Path, compose) -> tuple[Path, list[s
             f"params.yaml lacks {', '.join(gone)}, which conf/ sets: an experiment file can "
             "only add or change keys; edit conf/ by hand"
         )
-    text = _experiment_yaml(name, groups, changed, against)
+    text = _experiment_yaml(name, groups, was, changed, against)
     target.parent.mkdir(parents=True, exist_ok=True)
     from closedloop.io import write_text
 
+    before = config.read_text()
     write_text(target, text)
-    write_text(config, _SELECTED.sub(rf"\g<1>{name}\g<3>", config.read_text(), count=1))
+    write_text(config, _SELECTED.sub(rf"\g<1>{name}\g<3>", before, count=1))
+    try:
+        still = diff_keys(params, compose([]))
+    except ConfigError:
+        still = ["(conf/ no longer composes)"]
+    if still:  # e.g. a key conf/config.yaml itself sets: its `_self_` is merged last
+        write_text(config, before)
+        target.unlink()
+        raise ConfigError(
+            f"{rel(target)}: conf/ would still not compose to params.yaml ({', '.join(still)} "
+            f"differ: conf/config.yaml sets them after its experiment); nothing written, "
+            "edit conf/ by hand"
+        )
     return target, [f"{g}={c}" for g, c in groups.items()], [k for k, _ in changed]
 
 
@@ -150,7 +167,7 @@ def _leaves(a: Any, b: Any, path: tuple = ()) -> list[tuple[str, Any]]:
     return [] if a == b else [(".".join(map(str, path)), a)]
 
 
-def _experiment_yaml(name: str, groups: dict, changed: list, against: dict) -> str:
+def _experiment_yaml(name: str, groups: dict, was: dict, changed: list, against: dict) -> str:
     lines = [
         "# @package _global_",
         f"# Experiment {name}, saved from params.yaml by `closedloop exp save {name}`",
@@ -160,7 +177,7 @@ def _experiment_yaml(name: str, groups: dict, changed: list, against: dict) -> s
     ]
     if groups:
         lines.append("defaults:")
-        lines += [f"  - override /{g}: {c} # was conf/'s choice" for g, c in groups.items()]
+        lines += [f"  - override /{g}: {c} # conf/ chooses {was[g]}" for g, c in groups.items()]
     tree: dict = {}
     for key, value in changed:
         *parents, leaf = key.split(".")
