@@ -72,7 +72,7 @@ data: $(STAMP) ## make data/ (DVC-tracked) present: from the DVC cache or remote
 repro: data ## install if needed, then run the whole loop: dvc repro
 	@# data/ is empty until the first export, and DVC says so once per stage that reads it:
 	@# that one line is dropped, every other line of DVC's stays.
-	@set -o pipefail; $(DVC) repro 2> >(grep -vxF "WARNING: 'data' is empty." >&2)
+	@set -o pipefail; $(DVC) repro 2> >(grep --line-buffered -vxF "WARNING: 'data' is empty." >&2)
 	@echo ""
 	@echo "Results (open reports/benchmark.html first):"
 	@echo "  reports/benchmark.md    the verdict and champion vs candidate: the PR comment"
@@ -80,7 +80,7 @@ repro: data ## install if needed, then run the whole loop: dvc repro
 	@echo "  reports/gate.json       the gate verdict and every check, with its reason"
 	@echo "  reports/drift.html      Evidently's drift report (reports/drift.json: the scores)"
 	@echo "  reports/errors.md       the candidate's mistakes by type, month, slice, confidence"
-	@echo "  reports/metrics.json    headline metrics: dvc metrics show (detail: reports/metrics_detail.json)"
+	@echo "  reports/metrics.json    headline metrics per split: dvc metrics show (per class: reports/eval/)"
 	@echo "  models/candidate/       the candidate: weights, config.json, model card (card.md)"
 	@echo "  artifacts/snapshot/     the dataset snapshot (schema.json: splits, feedback, lineage)"
 	@echo "  params.yaml             the config composed from conf/ (do not edit: edit conf/)"

@@ -155,6 +155,9 @@ def evaluate(
                 tmp / f"confusion_{split}.json",
                 {"classes": config["classes"], "matrix": scored.pop("confusion_matrix")},
             )
+            # Per-class detail beside the predictions, not in metrics.json: `dvc metrics show`
+            # and `dvc exp show` list the headline metrics only.
+            write_json(tmp / f"per_class_{split}.json", scored.pop("per_class", None) or {})
             metrics[split] = scored
             frame = predictions_frame(df, probs, config)
             if champion is not None:
