@@ -80,6 +80,7 @@ def plain_env(port: int) -> dict:
     venv_bin = str(VENV / "bin")
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
     env["CLOSEDLOOP_PORT"] = str(port)
+    env["COLUMNS"] = "200"  # the terminal's width: `dvc exp show` must fit it
     env.pop("PYTHONPATH", None)
     return env
 
@@ -165,6 +166,7 @@ def test_a_newcomer_runs_every_readme_block_as_written(tmp_path):
                 server = shell(code, project, env, start_new_session=True)
                 wait_healthy(port, server)
                 continue
+            started = time.monotonic()
             proc = shell(code, project, env)
             try:
                 out, _ = proc.communicate(timeout=BLOCK_TIMEOUT)
@@ -175,6 +177,7 @@ def test_a_newcomer_runs_every_readme_block_as_written(tmp_path):
                     f"README.md:{block.line}: ran past {BLOCK_TIMEOUT} s:\n{out[-6000:]}"
                 ) from None
             log.append((block, out))
+            print(f"README.md:{block.line}: {time.monotonic() - started:.0f} s")
             assert proc.returncode == 0, (
                 f"README.md:{block.line}: exited {proc.returncode}:\n{block.code}\n---\n"
                 f"{out[-8000:]}"
@@ -194,6 +197,9 @@ def test_a_newcomer_runs_every_readme_block_as_written(tmp_path):
     # the experiment survived: saved into conf/, and the last repro kept it
     assert (project / "conf/experiment/lr01.yaml").is_file()
     assert "lr: 0.01 # conf/ has 0.003" in (project / "conf/experiment/lr01.yaml").read_text()
+    shown = next(out for b, out in log if "dvc exp show" in b.code)
+    table = [ln for ln in shown.splitlines() if "production.accuracy" in ln]
+    assert table and "…" not in table[0], f"dvc exp show does not fit 200 columns:\n{shown}"
     # quiet: none of the banners and repeated warnings a normal run used to print
     for noise in ("'data' is empty", "litlogger", "LeafSpec", "Empty DataFrame"):
         assert noise not in text, noise
