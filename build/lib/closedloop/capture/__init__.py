@@ -1,0 +1,1 @@
+"""Production capture: the prediction and feedback store, its export, and reading it back."""

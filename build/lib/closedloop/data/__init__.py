@@ -1,0 +1,1 @@
+"""Datasets: sources, splits, the snapshot format and the collect step."""

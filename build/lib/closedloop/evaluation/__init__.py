@@ -1,0 +1,1 @@
+"""Judging a model: metrics, paired statistics, slices, drift and error analysis."""

@@ -1,0 +1,1 @@
+"""The gate: the verdict on a candidate from the checks declared in conf/gates/."""

@@ -1,0 +1,1 @@
+"""Networks and pickle-free model directories (plain torch: no Lightning here)."""

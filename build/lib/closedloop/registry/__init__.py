@@ -1,0 +1,1 @@
+"""models/registry.yaml: promotion, rollback, the champion and deployment."""

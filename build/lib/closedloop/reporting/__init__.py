@@ -1,0 +1,1 @@
+"""The benchmark report: the pull-request comment and its HTML page."""

@@ -1,0 +1,1 @@
+"""The reference prediction server and the traffic simulator."""

@@ -1,0 +1,1 @@
+"""Training with Lightning: the module, the trainer and the model card."""
