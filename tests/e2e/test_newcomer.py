@@ -197,6 +197,20 @@ def test_a_newcomer_runs_every_readme_block_as_written(tmp_path):
     # the experiment survived: saved into conf/, and the last repro kept it
     assert (project / "conf/experiment/lr01.yaml").is_file()
     assert "lr: 0.01 # conf/ has 0.003" in (project / "conf/experiment/lr01.yaml").read_text()
+    # without the save, a real `dvc exp apply` + `dvc repro` is refused in one line, not dropped
+    undo = "git checkout -q -- conf/config.yaml && rm conf/experiment/lr01.yaml"
+    run(["bash", "-c", undo], project)
+    venv_dvc = str(VENV / "bin/dvc")
+    run([venv_dvc, "exp", "apply", "lr01"], project)
+    with (project / "conf/gates/default.yaml").open("a") as f:
+        f.write("# the next edit in conf/, which used to drop the experiment silently\n")
+    refused = run([venv_dvc, "repro"], project, check=False)
+    errors = [ln for ln in (refused.stdout + refused.stderr).splitlines() if "error" in ln.lower()]
+    assert refused.returncode != 0 and errors[0].startswith(
+        "error: params.yaml: holds experiment lr01 (dvc exp run/apply)"
+    ), refused.stdout + refused.stderr
+    assert "model.optimizer.lr differ" in errors[0] and "closedloop exp save lr01" in errors[0]
+    assert "lr: 0.01" in (project / "params.yaml").read_text()  # still the experiment's
     shown = next(out for b, out in log if "dvc exp show" in b.code)
     table = [ln for ln in shown.splitlines() if "production.accuracy" in ln]
     assert table and "…" not in table[0], f"dvc exp show does not fit 200 columns:\n{shown}"
