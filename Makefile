@@ -37,7 +37,7 @@ endef
 export TORCH_INDEX_ANSWERS TORCH_BUILD
 
 .PHONY: help install repro test test-fast bench lint data clean serve simulate export demo \
-	push-data promote rollback reset-capture deploy-verify deploy-tag deploy-hook lock-check
+	traffic monitor-inputs monitor push-data promote rollback reset-capture deploy-verify deploy-tag deploy-hook lock-check
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -86,8 +86,11 @@ repro: data ## install if needed, then run the whole loop: dvc repro
 	@echo "  artifacts/snapshot/     the dataset snapshot (schema.json: splits, feedback, lineage)"
 	@echo "  params.yaml             the config composed from conf/ (do not edit: edit conf/)"
 
-test: data ## run the whole test suite, slow tests included (what CI runs)
-	$(BIN)/pytest
+# Test files run in parallel, each whole on one worker (its module fixtures built once); the
+# stages pin torch to one thread (numerics), so one worker per core keeps every core busy.
+TEST_WORKERS ?= auto
+test: data ## run the whole test suite, slow tests included (what CI runs), one worker per core (at most 4)
+	$(BIN)/pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 test-fast: data ## run the tests that take seconds, not minutes
 	$(BIN)/pytest -m "not slow"
@@ -140,6 +143,19 @@ push-data: $(STAMP) ## dvc push data and models, when a DVC remote is configured
 
 lock-check: $(STAMP) ## after dvc repro: did this machine reproduce the committed dvc.lock? (notes it in reports/benchmark.md)
 	$(BIN)/closedloop lock-check --report reports/benchmark.md
+
+traffic: $(STAMP) ## data/ from DVC plus the newest records from the store ($$CLOSEDLOOP_STORE_URL), for rollout and monitor
+	@$(MAKE) --no-print-directory data || echo "data/ is in no DVC cache or remote: the export below brings every record"
+	@if [ -n "$$CLOSEDLOOP_STORE_URL" ]; then $(BIN)/closedloop export --no-dvc; \
+	else echo "CLOSEDLOOP_STORE_URL is not set: data/feedback/ is read as it is"; fi
+
+monitor-inputs: $(STAMP) ## the eval outputs and training data `closedloop monitor` reads, from the DVC cache or remote
+	@$(DVC) checkout -q evaluate collect champion 2>/dev/null || \
+	if [ -n "$$($(DVC) remote list)" ]; then $(DVC) pull -q evaluate collect champion; \
+	else echo "no DVC copy of reports/eval/ or the training data: the estimate stays uncalibrated, drift is skipped"; fi
+
+monitor: $(STAMP) ## the monitoring page from data/feedback/: reports/monitor.html and reports/monitor.json
+	$(BIN)/closedloop monitor
 
 promote: data ## promote the candidate if reports/gate.json passes for its exact hash (CHANGE="PR #12")
 	$(DVC) checkout models/candidate reports/eval 2>/dev/null || $(DVC) pull models/candidate

@@ -196,3 +196,117 @@ def gate_reports(scenario: str) -> tuple[dict, dict]:
         }
     }
     return comparison, metrics
+
+
+# ------------------------------------------------------------ rollout traffic
+def rollout_traffic(
+    seed: int,
+    n: int = 40_000,
+    hours: float = 48.0,
+    share: float = 0.25,
+    mode: str = "canary",
+    error: tuple[float, float] = (0.01, 0.01),
+    accuracy: tuple[float, float] = (0.80, 0.80),
+    latency_ms: tuple[float, float] = (40.0, 40.0),
+    coupling: float = 0.9,
+    feedback_rate: float = 0.5,
+    assigned_share: float | None = None,
+) -> pd.DataFrame:
+    """Seeded per-request records as the server logs them (closedloop.rollout.records).
+
+    Pairs are (champion, candidate). In a canary each request goes to the candidate with
+    probability ``assigned_share`` (default: ``share``, the declared one; another value makes
+    a sample ratio mismatch) and the champion also runs in shadow, so disagreement is known;
+    in shadow mode the champion answers and the candidate runs on every request. Latency is
+    lognormal around the given medians; labels arrive for ``feedback_rate`` of requests a
+    few hours later.
+    """
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2024-03-01", tz="UTC")
+    ts = start + pd.to_timedelta(np.sort(rng.uniform(0, hours, n)), unit="h")
+    classes = np.array(["a", "b", "c"])
+    label = rng.choice(classes, n)
+
+    # the two models' answers are coupled: with probability `coupling` they share the same
+    # uniform draw (and the same wrong class), so they disagree mostly where accuracy differs
+    u = rng.random(n)
+    coupled = rng.random(n) < coupling
+    u2 = np.where(coupled, u, rng.random(n))
+    idx = np.searchsorted(classes, label)
+    wrong_h = classes[(idx + rng.integers(1, 3, n)) % 3]
+    wrong_c = np.where(coupled, wrong_h, classes[(idx + rng.integers(1, 3, n)) % 3])
+    champ = np.where(u < accuracy[0], label, wrong_h)
+    cand = np.where(u2 < accuracy[1], label, wrong_c)
+    champ_err, cand_err = rng.random(n) < error[0], rng.random(n) < error[1]
+    champ_lat = rng.lognormal(np.log(latency_ms[0]), 0.5, n)
+    cand_lat = rng.lognormal(np.log(latency_ms[1]), 0.5, n)
+    if mode == "canary":
+        p = share if assigned_share is None else assigned_share
+        is_cand = rng.random(n) < p
+        arm = np.where(is_cand, "candidate", "champion")
+        pred, other = np.where(is_cand, cand, champ), np.where(is_cand, champ, cand)
+        err, lat = np.where(is_cand, cand_err, champ_err), np.where(is_cand, cand_lat, champ_lat)
+        other_err, other_lat = (
+            np.where(is_cand, champ_err, cand_err),
+            np.where(is_cand, champ_lat, cand_lat),
+        )
+        shares = np.full(n, share)
+    else:
+        arm = np.full(n, "champion")
+        pred, other, err, lat = champ, cand, champ_err, champ_lat
+        other_err, other_lat = cand_err, cand_lat
+        shares = np.zeros(n)
+    labelled = rng.random(n) < feedback_rate
+    delay = pd.to_timedelta(rng.exponential(3.0, n), unit="h")
+    return pd.DataFrame(
+        {
+            "request_id": [f"r{seed}-{i}" for i in range(n)],
+            "ts": ts,
+            "model_version": np.where(arm == "candidate", "v1.1.0", "v1.0.0"),
+            "arm": arm,
+            "share": shares,
+            "prediction": np.where(err, None, pred),
+            "error": np.where(err, "model failed", None),
+            "latency_ms": lat,
+            "shadow_prediction": np.where(other_err, None, other),
+            "shadow_error": np.where(other_err, "model failed", None),
+            "shadow_latency_ms": other_lat,
+            "label": np.where(labelled, label, None),
+            "label_ts": pd.Series(ts + delay).where(labelled),
+        }
+    )
+
+
+# ------------------------------------------------------------ monitoring
+def seattle_records(root: Path = ROOT) -> pd.DataFrame:
+    """The real production window (2014-2015) as served traffic, from the loop's own outputs.
+
+    Each day of reports/eval/production.csv (the candidate's per-example probabilities, from
+    `dvc repro`) becomes one request answered at noon UTC that day, with its features from the
+    snapshot (artifacts/snapshot/production.parquet, same row order) and the real label as
+    feedback the next day. No latency or error is known for this replay, so neither is set.
+    """
+    import json
+
+    ev = pd.read_csv(root / "reports/eval/production.csv")
+    snap = pd.read_parquet(root / "artifacts/snapshot/production.parquet")
+    if len(ev) != len(snap):
+        raise AssertionError("reports/eval and the snapshot disagree: run `dvc repro`")
+    classes = [c.removeprefix("p_") for c in ev.columns if c.startswith("p_")]
+    ts = pd.to_datetime(ev["date"]).dt.tz_localize("UTC") + pd.Timedelta(hours=12)
+    frame = pd.DataFrame(
+        {
+            "request_id": [f"seattle-{d}" for d in ev["date"]],
+            "ts": ts,
+            "model_version": "candidate",
+            "prediction": ev["predicted"],
+            "probabilities": [
+                json.dumps({c: float(row[f"p_{c}"]) for c in classes}) for _, row in ev.iterrows()
+            ],
+        }
+    )
+    for f in FEATURES:
+        frame[f"x_{f}"] = snap[f].to_numpy(dtype=float)
+    frame["label"] = ev["actual"]
+    frame["label_ts"] = ts + pd.Timedelta(days=1)
+    return frame

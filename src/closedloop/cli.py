@@ -467,6 +467,102 @@ def exp_save(name, params) -> None:
     )
 
 
+# ---------------------------------------------------------------------- online
+@cli.group()
+def rollout() -> None:
+    """Shadow and canary rollouts of the candidate (conf/rollout/, reports/rollout.*)."""
+
+
+@rollout.command("decide")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True
+)
+@click.option(
+    "--records",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="a Parquet table of per-request records instead of --data-dir's exports",
+)
+@click.option(
+    "--params", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True
+)
+@click.option("--apply", "do_apply", is_flag=True, help="write the next step into conf/rollout/")
+@click.option("--no-dvc", is_flag=True, help="with --apply: skip `dvc repro compose` afterwards")
+@click.option(
+    "--outputs-file",
+    type=click.Path(path_type=Path),
+    help="append outcome=, action= and changed= lines here (GitHub's $GITHUB_OUTPUT)",
+)
+def rollout_decide(data_dir, records, params, do_apply, no_dvc, outputs_file) -> None:
+    """Judge the current rollout step: ramp, roll back, or hold and ask a person."""
+    import pandas as pd
+
+    from closedloop.config import load_params
+    from closedloop.paths import ROLLOUT_MD
+    from closedloop.rollout.apply import apply, recompose
+    from closedloop.rollout.decide import decide
+    from closedloop.rollout.records import from_frames, read_records
+    from closedloop.rollout.report import write
+
+    cfg = load_params(params)["rollout"]
+    loaded = from_frames(pd.read_parquet(records)) if records else read_records(data_dir)
+    report = decide(loaded.frame, cfg, loaded.counts)
+    write(report)
+    changed = apply(report, cfg["name"]) if do_apply else None
+    if changed is not None and not no_dvc:
+        recompose()
+    if outputs_file:
+        with open(outputs_file, "a", encoding="utf-8") as f:
+            f.write(f"outcome={report.outcome or 'none'}\naction={report.action}\n")
+            f.write(f"changed={'true' if changed else 'false'}\n")
+    head = (report.outcome or "no rollout").upper()
+    edit = f"; {changed} updated" if changed else ""
+    click.echo(f"rollout: {head}, {report.action}: {report.reason} ({ROLLOUT_MD}{edit})")
+
+
+@cli.command()
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True
+)
+@click.option(
+    "--store-url",
+    envvar="CLOSEDLOOP_STORE_URL",
+    show_envvar=True,
+    help="read the feedback store itself instead of --data-dir's exports",
+)
+@click.option(
+    "--params", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True
+)
+@click.option(
+    "--alerts-out",
+    type=click.Path(path_type=Path),
+    help="write the alert rules' results here, e.g. reports/alerts.json (monitor.yml opens one issue per failing rule)",
+)
+@click.option(
+    "--workspace",
+    type=click.Path(path_type=Path),
+    help="also store each window's drift snapshot in this Evidently Workspace",
+)
+def monitor(data_dir, store_url, params, alerts_out, workspace) -> None:
+    """The monitoring page (reports/monitor.html) and its numbers (reports/monitor.json)."""
+    from closedloop.config import load_params
+    from closedloop.monitoring.monitor import monitor as run_monitor
+    from closedloop.paths import MONITOR_HTML
+
+    report = run_monitor(
+        load_params(params),
+        data_dir=data_dir,
+        store_url=store_url,
+        alerts_out=alerts_out,
+        workspace=workspace,
+    )
+    failing = [a["rule"] for a in report.alerts if a["failing"]]
+    alarm = f"; failing: {', '.join(failing)}" if failing else "; no rule fails"
+    click.echo(
+        f"monitor: {report.totals['requests']} predictions in {report.totals['windows']} "
+        f"{report.window} windows -> {MONITOR_HTML}{alarm}"
+    )
+
+
 @cli.command()
 def demo() -> None:
     """The whole story offline, in a scratch clone under .demo/ (make demo)."""

@@ -41,3 +41,10 @@ REFERENCE_DATA = (
 )
 ERRORS_TABLE = REPORTS / "errors.parquet"  # errors: one row per misprediction
 ERRORS_MD = REPORTS / "errors.md"
+
+ROLLOUT_DIR = CONF_DIR / "rollout"  # conf/rollout/: the rollout's mode and share
+ROLLOUT_JSON = REPORTS / "rollout.json"  # closedloop rollout decide: the decision
+ROLLOUT_MD = REPORTS / "rollout.md"  # the same, as the rollout PR's body
+MONITOR_JSON = REPORTS / "monitor.json"  # closedloop monitor: the windows and their numbers
+MONITOR_HTML = REPORTS / "monitor.html"  # the same, as a self-contained page with plots
+ALERTS_JSON = REPORTS / "alerts.json"  # closedloop monitor --alerts-out: failing rules

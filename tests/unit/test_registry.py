@@ -257,3 +257,21 @@ def test_a_killed_writer_leaves_the_old_registry_whole(tmp_path, moment):
     assert proc.returncode == -9, proc.stderr
     assert path.read_bytes() == before
     assert load_registry(path)["production"] == "v1.0.0"
+
+
+def test_deploy_tags_are_named_and_counted_by_gto():
+    from gto.constants import Action
+    from gto.tag import parse_name
+
+    from closedloop.registry.deploy import tag_names
+
+    existing = {"weather@v1.0.0", "weather#prod#1", "weather#prod#2", "other#prod#7", "v9"}
+    reg = {"model": "weather"}
+    assert tag_names(reg, {"version": "v1.0.0"}, existing) == ["weather#prod#3"]
+    new = tag_names(reg, {"version": "1.1.0"}, existing)
+    assert new == ["weather@v1.1.0", "weather#prod#3"]
+    assert [parse_name(t)["action"] for t in new] == [Action.REGISTER, Action.ASSIGN]
+    assert tag_names({"model": "fresh"}, {"version": "v0.1.0"}, existing) == [
+        "fresh@v0.1.0",
+        "fresh#prod#1",
+    ]

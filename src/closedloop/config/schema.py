@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from closedloop import metrics
+from closedloop.config.online import MonitorConfig, RolloutConfig
 from closedloop.errors import ConfigRuleError as At
 from closedloop.numerics import check as check_numerics
 
@@ -347,7 +348,20 @@ class Params(Strict):
     drift: DriftConfig
     gates: GatesConfig
     serve: ServeConfig
+    rollout: RolloutConfig
+    monitor: MonitorConfig
     code: dict[str, str]
 
 
-GROUPS = ("dataset", "model", "trainer", "metrics", "slices", "drift", "gates", "serve")
+GROUPS = (
+    "dataset",
+    "model",
+    "trainer",
+    "metrics",
+    "slices",
+    "drift",
+    "gates",
+    "serve",
+    "rollout",
+    "monitor",
+)

@@ -49,13 +49,27 @@ def _git(*args: str) -> str:
 
 
 def tag_names(reg: dict, entry: dict, existing: set[str]) -> list[str]:
-    """The tags this deployment needs: registration once per version, a new prod assignment."""
+    """The tags this deployment needs: registration once per version, a new prod assignment.
+
+    Named and parsed by GTO's own functions (gto.tag), so `gto show` reads them as GTO's.
+    """
+    from gto.constants import Action
+    from gto.tag import COUNT_DELIMITER, name_tag, parse_name
+
     model = reg["model"]
     version = entry["version"] if entry["version"].startswith("v") else f"v{entry['version']}"
-    tags = [] if f"{model}@{version}" in existing else [f"{model}@{version}"]
-    prod = [t for t in existing if t.startswith(f"{model}#prod#")]
-    numbers = [int(t.rsplit("#", 1)[1]) for t in prod if t.rsplit("#", 1)[1].isdigit()]
-    tags.append(f"{model}#prod#{max(numbers, default=0) + 1}")
+    register = name_tag(Action.REGISTER, model, version=version, simple=True)
+    tags = [] if register in existing else [register]
+    counters = [
+        parsed["counter"]
+        for parsed in (parse_name(t, raise_on_fail=False) for t in existing)
+        if parsed
+        and parsed["name"] == model
+        and parsed.get("stage") == "prod"
+        and "counter" in parsed
+    ]
+    assign = name_tag(Action.ASSIGN, model, stage="prod", simple=True)
+    tags.append(f"{assign}{COUNT_DELIMITER}{max(counters, default=0) + 1}")
     return tags
 
 

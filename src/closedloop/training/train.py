@@ -51,6 +51,20 @@ def make_trainer(trainer_cfg: dict) -> L.Trainer:
     )
 
 
+class BatchTensors(TensorDataset):
+    """Tensors a DataLoader reads one batch at a time (one index per tensor), not row by row
+    and then collated: the per-row path cost more than the training step on small nets."""
+
+    def __getitems__(self, rows: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(rows)
+        return tuple(t[index] for t in self.tensors)
+
+
+def whole_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The collate function for BatchTensors: its batches are already whole."""
+    return batch
+
+
 def loaders(
     params: dict, snapshot: Path
 ) -> tuple[SnapshotSchema, DataLoader, DataLoader, torch.Tensor]:
@@ -61,16 +75,18 @@ def loaders(
     workers = params["trainer"]["num_workers"]
     gen = torch.Generator().manual_seed(params["seed"])
     train_dl = DataLoader(
-        TensorDataset(torch.from_numpy(x_tr), torch.from_numpy(y_tr)),
+        BatchTensors(torch.from_numpy(x_tr), torch.from_numpy(y_tr)),
         batch_size=bs,
         shuffle=True,
         generator=gen,
         num_workers=workers,
+        collate_fn=whole_batch,
     )
     val_dl = DataLoader(
-        TensorDataset(torch.from_numpy(x_va), torch.from_numpy(y_va)),
+        BatchTensors(torch.from_numpy(x_va), torch.from_numpy(y_va)),
         batch_size=4096,
         num_workers=workers,
+        collate_fn=whole_batch,
     )
     return schema, train_dl, val_dl, torch.from_numpy(x_tr)
 

@@ -1,0 +1,1 @@
+"""Staged rollouts: sticky assignment, always-valid guardrails and the ramp decision."""

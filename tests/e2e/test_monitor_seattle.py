@@ -1,0 +1,269 @@
+"""The monitor on the real Seattle production period, and its page in a real browser.
+
+The loop runs as `dvc repro` would with the default config (collect, train, evaluate on the
+CPU) in a scratch directory; its per-example probabilities for 2014-2015 become the served
+traffic (tests/fixtures.py: seattle_records). The label-free estimate is shown beside the
+realised accuracy per month with their gap. On this data the assumption behind the estimate
+fails: the labels themselves shift (fog replaces rain), so P(label | features) changes, the
+gap is large, and the page flags the estimate as unreliable (the eval set's ECE is above the
+limit). With labels drawn from the model's own calibrated probabilities instead (no concept
+drift by construction), the same estimate lands inside the realised Wilson interval.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from closedloop.config import compose
+from closedloop.data.collect import collect
+from closedloop.evaluation.evaluate import evaluate
+from closedloop.monitoring.estimate import fit
+from closedloop.monitoring.monitor import monitor
+from closedloop.paths import CANDIDATE_DIR, SNAPSHOT_DIR
+from closedloop.reporting import plots
+from closedloop.rollout.records import from_frames, probabilities
+from closedloop.training.train import train
+from tests.conftest import ROOT
+from tests.fixtures import seattle_records
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    """The default loop's outputs (what `dvc repro` leaves) in a scratch directory."""
+    root = tmp_path_factory.mktemp("seattle-loop")
+    params = compose([], conf_dir=ROOT / "conf")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        collect(params, SNAPSHOT_DIR, root / "data")
+        train(params, SNAPSHOT_DIR, CANDIDATE_DIR)
+        evaluate(params, SNAPSHOT_DIR, CANDIDATE_DIR, root / "models/champion/entry.json")
+    return root, params
+
+
+@pytest.fixture(scope="module")
+def seattle_monitor(loop, tmp_path_factory):
+    root, params = loop
+    out = tmp_path_factory.mktemp("seattle-monitor")
+    p = {**params, "monitor": {**params["monitor"], "window": "month"}}
+    report = monitor(
+        p,
+        records=from_frames(seattle_records(root)),
+        eval_dir=root / "reports/eval",
+        metrics=root / "reports/metrics.json",
+        snapshot=root / SNAPSHOT_DIR,
+        champion_entry=root / "models/champion/entry.json",
+        out_json=out / "monitor.json",
+        out_html=out / "monitor.html",
+        alerts_out=out / "alerts.json",
+        workspace=out / "workspace",
+    )
+    return report, out, root
+
+
+def test_estimate_beside_realised_accuracy_per_month_with_the_gap(seattle_monitor):
+    _, out, _ = seattle_monitor
+    data = json.loads((out / "monitor.json").read_text())
+    windows = data["windows"]
+    assert [w["label"] for w in windows][:2] == ["2014-01", "2014-02"] and len(windows) == 24
+    assert sum(w["requests"] for w in windows) == 730
+    for w in windows:
+        assert w["gap"] == pytest.approx(w["estimated_accuracy"] - w["realised_accuracy"], abs=2e-6)
+    gaps = np.array([w["gap"] for w in windows])
+    print("\nmonth    estimated realised gap")
+    for w in windows:
+        print(
+            f"{w['label']}  {w['estimated_accuracy']:.3f}     {w['realised_accuracy']:.3f}    {w['gap']:+.3f}"
+        )
+    print(
+        f"mean |gap| {np.abs(gaps).mean():.3f}; overall estimated {data['totals']['estimated_accuracy']:.3f}, realised {data['totals']['realised_accuracy']:.3f}"
+    )
+    # the concept drift of this period: realised accuracy swings with the season, the
+    # estimate from the probabilities cannot, and the page says not to trust it
+    realised = np.array([w["realised_accuracy"] for w in windows])
+    assert realised.max() - realised.min() > 0.5
+    assert np.abs(gaps).mean() > 0.1
+    assert data["estimate"]["reliable"] is False
+    assert data["estimate"]["ece"] > data["estimate"]["max_ece"]
+    html = (out / "monitor.html").read_text()
+    assert "The estimate is unreliable" in html and "assumes no concept drift" in html
+    # realised accuracy over the whole period is what evaluate measured on the same rows
+    metrics = json.loads((seattle_monitor[2] / "reports/metrics.json").read_text())
+    assert data["totals"]["realised_accuracy"] == pytest.approx(
+        metrics["production"]["accuracy"], abs=1e-6
+    )
+
+
+def test_estimate_tracks_labels_drawn_from_the_models_calibrated_probabilities(loop):
+    """No concept drift by construction: labels drawn from the calibrated top probability."""
+    root, params = loop
+    records = seattle_records(root)
+    cal = fit(
+        params["monitor"]["estimate"], root / "reports/eval/val.csv", root / "reports/metrics.json"
+    )
+    probs, _ = probabilities(records)
+    chance = cal(probs.max(axis=1))
+    hits = []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        right = rng.random(len(records)) < chance
+        relabelled = records.assign(label=np.where(right, records["prediction"], "_other_"))
+        p = {
+            **params,
+            "monitor": {
+                **params["monitor"],
+                "window": "month",
+                "drift": {"enabled": False, "min_rows": 30},
+            },
+        }
+        from closedloop.monitoring.windows import compute
+
+        r = compute(from_frames(relabelled).frame, p["monitor"], cal)
+        hits += [w.realised_low <= w.estimated_accuracy <= w.realised_high for w in r.windows]
+    assert np.mean(hits) >= 0.85, np.mean(hits)  # 95% intervals: about 95% expected
+
+
+def test_drift_per_window_alerts_and_the_evidently_workspace(seattle_monitor):
+    from evidently.ui.workspace import Workspace
+
+    report, out, _ = seattle_monitor
+    judged = [w for w in report.windows if w.drift_share is not None]
+    ws = Workspace(str(out / "workspace"))
+    (project,) = ws.search_project("closedloop monitor")
+    assert len(ws.list_runs(project.id)) == len(judged)  # `evidently ui` sees every window
+    assert len(judged) >= 20  # February (28 days) is below min_requests: marked, no verdict
+    assert all(w.drift_share is None for w in report.windows if w.too_small)
+    alerts = json.loads((out / "alerts.json").read_text())["alerts"]
+    assert [a["rule"] for a in alerts] == [a["rule"] for a in report.alerts]
+    assert {a["rule"] for a in alerts} == {
+        r["name"] for r in compose([], conf_dir=ROOT / "conf")["monitor"]["rules"]
+    }
+
+
+# ------------------------------------------------------------------ the browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+# Chromium's own background services, which it calls even for about:blank; the page's requests
+# are whatever else reaches the proxy. The positive control shows a page request does.
+CHROMIUM_OWN = {
+    "clients2.google.com",
+    "update.googleapis.com",
+    "accounts.google.com",
+    "optimizationguide-pa.googleapis.com",
+    "redirector.gvt1.com",
+}
+
+
+class _RecordingProxy:
+    """A proxy that only records where each request was going, then drops it."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.hosts: list[str] = []
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(2)
+            try:
+                first = conn.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace")
+                target = first.split(" ")[1] if " " in first else first
+                self.hosts.append(re.sub(r"^[a-z]+://", "", target).split("/")[0].split(":")[0])
+            except OSError:
+                self.hosts.append("?")
+            finally:
+                conn.close()
+
+    def page_requests(self) -> list[str]:
+        return [h for h in self.hosts if h not in CHROMIUM_OWN]
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def _chromium(page: Path, profile: Path, *mode: str) -> tuple[subprocess.CompletedProcess, list]:
+    """Chromium on ``page`` behind a recording proxy; its result and the page's requests."""
+    proxy = _RecordingProxy()
+    try:
+        proc = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--no-first-run", "--disable-extensions", f"--user-data-dir={profile}",
+             f"--proxy-server=http://127.0.0.1:{proxy.port}", "--proxy-bypass-list=<-loopback>",
+             *mode, page.as_uri()],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        proxy.close()
+    return proc, proxy.page_requests()
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Chromium (apt-get install -y chromium; .ci/run does)"
+)
+def test_the_page_in_headless_chromium(seattle_monitor, tmp_path):
+    _, out, _ = seattle_monitor
+    page = out / "monitor.html"
+    html = page.read_text()
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?!#)[a-z]+:""", html, re.I)  # no URL
+    assert not re.search(r"url\((?!#)", html) and "@import" not in html and "<script" not in html
+
+    control = tmp_path / "control.html"  # a page that does fetch: the proxy must see it
+    control.write_text('<html><body><img src="http://cdn.example.invalid/x.png"></body></html>')
+    _, requests = _chromium(control, tmp_path / "profile0", "--dump-dom")
+    assert "cdn.example.invalid" in requests, requests
+
+    dom, requests = _chromium(page, tmp_path / "profile1", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert requests == [], f"the page made network requests: {requests}"
+    shot_path = tmp_path / "monitor.png"
+    shot, requests = _chromium(
+        page, tmp_path / "profile2", f"--screenshot={shot_path}", "--window-size=1200,2000"
+    )
+    assert shot.returncode == 0 and requests == [], shot.stderr[-2000:]
+
+    text = re.sub(r"<[^>]+>", " ", dom.stdout)
+    assert "Monitoring" in text and len(text.split()) > 500  # not blank
+    assert plots.count_svgs(dom.stdout) >= 8  # its plots, in the rendered DOM
+    assert dom.stdout.count("<path") > 100
+    data = json.loads((out / "monitor.json").read_text())
+
+    def key(name: str) -> str:
+        return re.search(rf'data-key="{name}"[^>]*>([^<]+)<', dom.stdout).group(1).strip()
+
+    assert key("requests") == str(data["totals"]["requests"]) == "730"
+    assert key("labelled") == str(data["totals"]["labelled"])
+    assert key("estimated_accuracy") == f"{data['totals']['estimated_accuracy']:.3f}"
+    assert key("realised_accuracy") == f"{data['totals']['realised_accuracy']:.3f}"
+    for w in (data["windows"][0], data["windows"][-1]):
+        row = re.search(rf'<tr[^>]*data-window="{w["label"]}"[^>]*>(.*?)</tr>', dom.stdout, re.S)
+        cells = row.group(1)
+        assert (
+            f">{w['estimated_accuracy']:.3f}<" in cells
+            and f">{w['realised_accuracy']:.3f}<" in cells
+        )
+        assert f">{w['gap']:+.3f}<" in cells
+    png = shot_path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+    keep = ROOT / ".pytest-artifacts"  # for a person to look at; ignored by git
+    keep.mkdir(exist_ok=True)
+    shutil.copy(shot_path, keep / "monitor.png")
