@@ -29,10 +29,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, run
 
 VENV = Path(sys.executable).parent.parent
-BLOCK_TIMEOUT = 420  # seconds; a block that trains (dvc repro, dvc exp run) takes one or two
+# Seconds. A block that trains (the capture flow's dvc repro, dvc exp run) takes 1-2 minutes
+# on an idle 2-core machine and 4-7 on one loaded by other jobs.
+BLOCK_TIMEOUT = 900
 MARK = re.compile(r"<!--\s*newcomer-test:\s*([a-z-]+)(?::\s*(.*?))?\s*-->")
 
 
@@ -147,6 +151,7 @@ def test_the_readme_blocks_marked_are_the_ones_that_cannot_run_here():
     assert [b.kind for b in blocks].count("every-shell") == 1
 
 
+@pytest.mark.timeout(2400)
 def test_a_newcomer_runs_every_readme_block_as_written(tmp_path):
     project = clone(tmp_path / "closedloop")
     port = free_port()
