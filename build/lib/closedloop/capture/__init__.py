@@ -1,1 +1,0 @@
-"""Production capture: the prediction and feedback store, its export, and reading it back."""

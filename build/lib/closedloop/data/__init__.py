@@ -1,1 +1,0 @@
-"""Datasets: sources, splits, the snapshot format and the collect step."""

@@ -1,1 +1,0 @@
-"""Judging a model: metrics, paired statistics, slices, drift and error analysis."""

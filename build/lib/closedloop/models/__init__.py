@@ -1,1 +1,0 @@
-"""Networks and pickle-free model directories (plain torch: no Lightning here)."""

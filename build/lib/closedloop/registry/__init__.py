@@ -1,1 +1,0 @@
-"""models/registry.yaml: promotion, rollback, the champion and deployment."""

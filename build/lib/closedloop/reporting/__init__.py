@@ -1,1 +1,0 @@
-"""The benchmark report: the pull-request comment and its HTML page."""

@@ -1,1 +1,0 @@
-"""The reference prediction server and the traffic simulator."""

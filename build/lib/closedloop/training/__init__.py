@@ -1,1 +1,0 @@
-"""Training with Lightning: the module, the trainer and the model card."""
