@@ -37,7 +37,7 @@ endef
 export TORCH_INDEX_ANSWERS TORCH_BUILD
 
 .PHONY: help install repro test test-fast bench lint data clean serve simulate export demo \
-	traffic monitor-inputs monitor push-data promote rollback deploy-verify deploy-tag deploy-hook lock-check
+	traffic monitor-inputs monitor push-data promote rollback reset-capture deploy-verify deploy-tag deploy-hook lock-check
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -65,19 +65,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with torch (CPU build without CUDA) and the project
 
+# data/raw/ is where your own tables go. Made here, it also keeps data/ from being an empty
+# directory, which DVC warns about at every stage that reads it ("'data' is empty."); an empty
+# directory holds no file, so data.dvc's hash is the same.
 data: $(STAMP) ## make data/ (DVC-tracked) present: from the DVC cache or remote when it holds files
-	@if grep -q 'nfiles: 0' data.dvc; then mkdir -p data; \
+	@if grep -q 'nfiles: 0' data.dvc; then mkdir -p data/raw; \
 	else $(DVC) checkout data.dvc 2>/dev/null || $(DVC) pull data.dvc; fi
 
 repro: data ## install if needed, then run the whole loop: dvc repro
 	$(DVC) repro
 	@echo ""
-	@echo "Results:"
-	@echo "  params (composed from conf/)   params.yaml"
-	@echo "  dataset snapshot               artifacts/snapshot/"
-	@echo "  candidate model + model card   models/candidate/"
-	@echo "  metrics                        reports/metrics.json   (dvc metrics show)"
-	@echo "  per-example predictions        reports/eval/          (dvc plots show)"
+	@echo "Results (open reports/benchmark.html first):"
+	@echo "  reports/benchmark.md    the verdict and champion vs candidate: the PR comment"
+	@echo "  reports/benchmark.html  the same, every table in full"
+	@echo "  reports/gate.json       the gate verdict and every check, with its reason"
+	@echo "  reports/drift.html      Evidently's drift report (reports/drift.json: the scores)"
+	@echo "  reports/errors.md       the candidate's mistakes by type, month, slice, confidence"
+	@echo "  reports/metrics.json    headline metrics per split: dvc metrics show (per class: reports/eval/)"
+	@echo "  models/candidate/       the candidate: weights, config.json, model card (card.md)"
+	@echo "  artifacts/snapshot/     the dataset snapshot (schema.json: splits, feedback, lineage)"
+	@echo "  params.yaml             the config composed from conf/ (do not edit: edit conf/)"
 
 # Test files run in parallel, each whole on one worker (its module fixtures built once); the
 # stages pin torch to one thread (numerics), so one worker per core keeps every core busy.
@@ -115,8 +122,14 @@ endif
 serve: data ## the reference prediction server on 127.0.0.1:8000 (conf/serve/; HOST=, PORT=)
 	$(BIN)/closedloop serve
 
-simulate: $(STAMP) ## replay the production period through a running server, with feedback
+simulate: $(STAMP) ## replay the production period through a running server, with feedback (HOST=, PORT=)
 	$(BIN)/closedloop simulate
+
+# What capture leaves behind on this machine: the SQLite store (serve.store_url), and what
+# export wrote into data/feedback/ with its watermark. data.dvc goes back to its committed
+# state (git), so nothing git tracks is removed.
+reset-capture: $(STAMP) ## start capture again: remove the local store, data/feedback/ and its watermark
+	$(BIN)/closedloop reset-capture
 
 export: data ## move new feedback from the store into data/feedback/ (past data/'s watermark) and update data.dvc
 	$(BIN)/closedloop export

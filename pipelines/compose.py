@@ -8,6 +8,11 @@ never under `dvc repro`. So this stage, which depends on conf/ and writes params
   from conf/ plus the `-S` overrides, and only validates and normalises it. Recomposing here
   would silently drop the overrides.
 
+An experiment's params.yaml survives: under `dvc exp run`, params that differ from conf/
+alone are marked with the experiment's name (a comment line), and under `dvc repro` a marked
+params.yaml that conf/ does not compose to is refused in one line, never silently replaced
+(`closedloop exp save <name>` writes it into conf/; closedloop.config.experiments).
+
 Either way it adds `code`: a hash of each user package in src/ (this stage depends on all
 of src/), so the stages that build `_target_`s rerun when that code changes.
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from closedloop.config import dump, params_for_compose, under_experiment
+from closedloop.config import compose_params, under_experiment
 from closedloop.errors import run_stage
 from closedloop.io import write_text
 from closedloop.paths import PARAMS
@@ -35,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--print", action="store_true", help="print instead of writing")
     args = parser.parse_args(argv)
-    text = dump(params_for_compose(args.overrides))
+    text = compose_params(args.overrides)
     if args.print:
         sys.stdout.write(text)
         return

@@ -2,8 +2,10 @@
 
 Reads params `metrics`, `slices`, `allowed_targets` and `code`, the snapshot,
 models/candidate/ and models/champion/.
-Writes reports/metrics.json (what `dvc metrics diff` compares), reports/comparison.json
-(champion vs candidate with paired statistics, overall and per slice) and reports/eval/.
+Writes reports/metrics.json (the headline metrics per split: what `dvc metrics show` and
+`dvc metrics diff` compare), reports/comparison.json (champion vs candidate with paired
+statistics, overall and per slice) and reports/eval/ (per example, per class:
+per_class_<split>.json, confusion matrices, calibration bins).
 """
 
 from closedloop.config import load_params

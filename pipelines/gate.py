@@ -18,6 +18,18 @@ def main() -> None:
         f"gate: {result.verdict.upper()} ({len(result.checks)} checks, {counts['fail']} "
         f"failed, {counts['inconclusive']} inconclusive; {result.policy}) -> {GATE}"
     )
+    for c in result.checks:
+        if c.name == "min_samples" and c.status == "inconclusive":
+            print(too_few_rows(result.split, c.value, c.threshold))
+
+
+def too_few_rows(split: str, n, needed) -> str:
+    """Inconclusive for want of rows, said as what it means and what to do."""
+    return (
+        f"gate: inconclusive: the {split} split has {n:g} examples and the gates need "
+        f"{needed:g} (gates.min_samples); with more labelled feedback (`closedloop simulate "
+        "--feedback-coverage`, or more traffic) `make export` and `dvc repro` can judge"
+    )
 
 
 if __name__ == "__main__":

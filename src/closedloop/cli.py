@@ -64,7 +64,11 @@ def serve(host, port, store_url, model_dir, no_logging, candidate_dir) -> None:
 
 
 @cli.command()
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="the server")
+@click.option(
+    "--url",
+    help="the server [default: http://$CLOSEDLOOP_HOST:$CLOSEDLOOP_PORT (make's HOST= and "
+    "PORT=), else 127.0.0.1 and serve.port]",
+)
 @click.option(
     "--rate",
     type=click.FloatRange(min=0),
@@ -79,9 +83,10 @@ def serve(host, port, store_url, model_dir, no_logging, candidate_dir) -> None:
 @click.option(
     "--feedback-coverage",
     type=click.FloatRange(0, 1),
-    default=0.5,
+    default=0.9,
     show_default=True,
-    help="share of predictions that get feedback",
+    help="share of predictions that get feedback (0.9: the newest 120 days hold the 100 "
+    "labelled rows a production window needs)",
 )
 @click.option(
     "--feedback-delay",
@@ -131,6 +136,7 @@ def simulate(
     from closedloop.serving.simulate import production_rows, replay
 
     rows = production_rows(snapshot, start, end)
+    url = url or _server_url()
     summary = asyncio.run(
         replay(
             url,
@@ -149,6 +155,21 @@ def simulate(
     click.echo(summary.line())
     if summary.errors:
         sys.exit(1)
+
+
+def _server_url() -> str:
+    """Where `make serve` listens: HOST= and PORT= (through the environment), else serve.port."""
+    import os
+
+    host = os.environ.get("CLOSEDLOOP_HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    port = os.environ.get("CLOSEDLOOP_PORT")
+    if not port:
+        from closedloop.config import load_params
+
+        port = load_params()["serve"]["port"] if Path("params.yaml").exists() else 8000
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
 @cli.command()
@@ -172,10 +193,40 @@ def export(store_url, data_dir, no_dvc) -> None:
     moved = run_export(url, data_dir)  # a StoreError names the store (never its password)
     if not no_dvc:
         dvc_add(data_dir)
+    if not moved["predictions"] and not moved["feedback"]:
+        click.echo(f"export: nothing new in the store since the last export into {data_dir}/")
+        return
     click.echo(
         f"export: {moved['predictions']} predictions, {moved['feedback']} feedback -> "
         f"{data_dir}/feedback/" + ("" if no_dvc else " (data.dvc updated)")
     )
+
+
+@cli.command("reset-capture")
+@click.option(
+    "--store-url",
+    envvar="CLOSEDLOOP_STORE_URL",
+    show_envvar=True,
+    help="the feedback store [default: serve.store_url]",
+)
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True
+)
+def reset_capture(store_url, data_dir) -> None:
+    """Start capture again: remove the local SQLite store and data/feedback/ (stop servers first).
+
+    data/feedback/ holds the exported partitions and the export watermark; `dvc add data`
+    then updates data.dvc. Nothing tracked by git is removed.
+    """
+    from closedloop.capture.export import reset
+    from closedloop.config import load_params
+
+    url = store_url or load_params()["serve"]["store_url"]
+    removed = reset(url, data_dir)
+    if not removed:
+        click.echo("reset-capture: nothing to remove: no local store and no exported feedback")
+        return
+    click.echo(f"reset-capture: removed {', '.join(removed)}; data.dvc updated")
 
 
 # ----------------------------------------------------------------------- registry
@@ -360,12 +411,69 @@ def errors_show(failure_type, since, until, min_impact, slice_filter, limit) -> 
     """Filter the error table by failure type, time, impact and slice."""
     from closedloop.evaluation.error_analysis import query, read_errors
 
-    found = query(read_errors(), failure_type, since, until, min_impact, slice_filter)
+    table = read_errors()
+    found = query(table, failure_type, since, until, min_impact, slice_filter)
+    if table.empty:
+        click.echo("No mispredictions: the candidate got every row of the production window right.")
+        return
     if found.empty:
         click.echo("No mispredictions match these filters.")
         return
     click.echo(found.head(limit).to_string(index=False))
     click.echo(f"{len(found)} matching error(s)")
+
+
+# -------------------------------------------------------------------- experiments
+@cli.group()
+def exp() -> None:
+    """Keep a DVC experiment: write what `dvc exp run -S ...` changed into conf/."""
+
+
+@exp.command("run", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("-S", "--set-param", "overrides", multiple=True, help="a Hydra override")
+@click.pass_context
+def exp_run(ctx, overrides) -> None:
+    """`dvc exp run` with its -S overrides checked first: a typo costs one line, not DVC's
+    five-line "unexpected error". Every other argument goes to `dvc exp run` as given."""
+    import os
+    import shutil
+
+    from closedloop.config import compose
+
+    compose(list(overrides))  # a bad override: one line naming it (ConfigError), exit 2
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    args = [a for o in overrides for a in ("-S", o)] + ctx.args
+    os.execv(dvc, [dvc, "exp", "run", *args])
+
+
+@exp.command("save")
+@click.argument("name")
+@click.option(
+    "--params",
+    type=click.Path(path_type=Path),
+    default=Path("params.yaml"),
+    show_default=True,
+    help="the experiment's params (after `dvc exp apply NAME`)",
+)
+def exp_save(name, params) -> None:
+    """Write params.yaml's difference from conf/ into conf/experiment/NAME.yaml and select it.
+
+    After `dvc exp run -S ...` or `dvc exp apply NAME`, `dvc repro` refuses to recompose
+    conf/ over the experiment; this makes conf/ compose to it, so the next `dvc repro` keeps it.
+    """
+    from closedloop.config import compose, load_params
+    from closedloop.config.experiments import save
+    from closedloop.paths import CONF_DIR
+
+    path, groups, keys = save(
+        name, load_params(params), CONF_DIR, lambda overrides: compose(overrides, CONF_DIR)
+    )
+    what = [f"group choice(s) {', '.join(groups)}"] if groups else []
+    what += [f"{len(keys)} key(s): {', '.join(keys)}"] if keys else []
+    click.echo(
+        f"exp save: {path} holds {' and '.join(what) or 'nothing (params.yaml is conf/)'}; "
+        f"conf/config.yaml selects it (`- experiment: {name}`); `dvc repro` keeps it now"
+    )
 
 
 # ---------------------------------------------------------------------- online

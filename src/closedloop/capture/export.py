@@ -35,6 +35,7 @@ import datetime as dt
 import fcntl
 import io
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -257,3 +258,34 @@ def dvc_add(data_dir: Path) -> None:
     except DvcException as e:
         why = " ".join(str(e).split()) or type(e).__name__
         raise ConfigError(f"`dvc add {data_dir}` failed: {why}") from None
+
+
+def reset(store_url: str, data_dir: Path = DATA_DIR) -> list[str]:
+    """Start capture again: remove a local SQLite store (with its -wal and -shm files) and
+    data/feedback/ (the exported partitions and the watermark), then `dvc add data` so
+    data.dvc describes what is left. Nothing git tracks is removed: the store and data/ are
+    ignored by git (data.dvc is rewritten, to its committed text when nothing was
+    committed since). Stop the servers that write to the store first. Returns what was
+    removed, as paths."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(store_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        raise ConfigError(
+            f"store {redact(url)}: reset removes only a local SQLite store; empty a server "
+            "database yourself, then remove data/feedback/"
+        )
+    removed = []
+    for path in (Path(url.database + suffix) for suffix in ("", "-wal", "-shm", "-journal")):
+        if path.exists():
+            path.unlink()
+            removed.append(str(path))
+    out = Path(data_dir) / "feedback"
+    if out.exists():
+        with _one_export_at_a_time(out):  # never under a running export
+            files = sum(p.is_file() for p in out.rglob("*"))
+            shutil.rmtree(out)
+        removed.append(f"{out}/ ({files} file(s), the watermark among them)")
+    if Path(data_dir).exists():
+        dvc_add(Path(data_dir))
+    return removed

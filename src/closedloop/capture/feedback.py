@@ -539,6 +539,7 @@ def load(
     labelled = _labelled(
         joined, fb.take(latest), ds, [*features, *categorical], classes, rule, task
     )
+    undated = int(labelled.pop("_undated").sum())
 
     rejected = [r for r in p_reader.rejected + f_reader.rejected if len(r)]
     unreadable = p_reader.unreadable + f_reader.unreadable
@@ -557,6 +558,7 @@ def load(
         "files_quarantined": len(unreadable),
         "files_ignored": len(ignored),
         "labelled_rows": len(labelled),
+        "labelled_undated": undated,
     }
     kept_plus_rejected = counts["predictions_kept"] + counts["feedback_kept"] + rows_rejected
     if kept_plus_rejected != counts["predictions_in"] + counts["feedback_in"]:
@@ -580,12 +582,14 @@ def _labelled(
     when = pd.to_datetime(
         joined["event_time"].to_pandas(), errors="coerce", utc=True, format="ISO8601"
     )
+    undated = when.isna().to_numpy()
     when = when.where(when.notna(), ts)
     labelled = pd.DataFrame({f: joined[f"x_{f}"].to_numpy(zero_copy_only=False) for f in features})
     labelled[ds["target"]] = label.astype(object).to_numpy()
     labelled["_when"] = when.dt.tz_localize(None).astype("datetime64[ns]").to_numpy()
     source = answer["source"].to_pandas().fillna("unknown").astype(str)
     labelled["origin"] = ("feedback:" + source).to_numpy()
+    labelled["_undated"] = undated  # no event_time: dated by when it was served
     # No label (a reject without one), or an accepted prediction the dataset does not know.
     if task == "regression":  # the rule kept only finite numbers (or none at all)
         labelled = labelled[labelled[ds["target"]].notna()]

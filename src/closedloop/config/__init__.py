@@ -2,6 +2,7 @@
 
 from closedloop.config.core import (
     compose,
+    compose_params,
     dump,
     load_params,
     params_for_compose,
@@ -16,6 +17,7 @@ __all__ = [
     "SPLITS",
     "ConfigError",
     "compose",
+    "compose_params",
     "dump",
     "load_params",
     "params_for_compose",

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from closedloop.config import experiments
 from closedloop.config.code import user_code
 from closedloop.config.messages import describe
 from closedloop.config.provenance import Origins, get, rel
@@ -248,9 +249,11 @@ HEADER = (
 )
 
 
-def dump(cfg: dict) -> str:
-    """The canonical text of params.yaml: the same config always gives the same bytes."""
-    return HEADER + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
+def dump(cfg: dict, experiment: str | None = None) -> str:
+    """The canonical text of params.yaml: the same config always gives the same bytes.
+    ``experiment``: the `dvc exp run` it was composed for, when conf/ alone differs."""
+    head = HEADER + (experiments.marker(experiment) if experiment else "")
+    return head + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -298,6 +301,31 @@ def params_for_compose(
     conf_dir = Path(conf_dir).resolve()
     raw["code"] = user_code(conf_dir.parent / "src")
     return check(raw, _experiment_origins(conf_dir, raw, params))
+
+
+def compose_params(
+    overrides: list[str] | tuple[str, ...] = (), params: Path = PARAMS, conf_dir: Path = CONF_DIR
+) -> str:
+    """The text the compose stage writes to params.yaml.
+
+    Under `dvc exp run`, params that differ from conf/ alone are marked with the experiment's
+    name; under `dvc repro`, a marked params.yaml that conf/ does not compose to is refused,
+    not silently replaced (closedloop.config.experiments)."""
+    params = Path(params)
+    cfg = params_for_compose(overrides, params, conf_dir)
+    if overrides:
+        return dump(cfg)
+    if under_experiment():
+        differs = cfg != compose([], conf_dir)
+        return dump(cfg, os.environ["DVC_EXP_NAME"] if differs else None)
+    if experiments.marked_experiment(params):
+        try:
+            existing = load_params(params)
+            existing["code"] = cfg["code"]
+        except ConfigError:
+            existing = None
+        experiments.refuse_to_drop(params, existing, cfg)
+    return dump(cfg)
 
 
 def _experiment_origins(conf_dir: Path, raw: dict, params: Path) -> Where:

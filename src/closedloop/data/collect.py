@@ -140,12 +140,17 @@ def collect(
     )
     with atomic_path(QUARANTINE) as tmp_file:
         quarantine.astype(str).to_parquet(tmp_file, index=False)
-    for name, s in schema.splits.items():
-        log.info("collect: %s %d rows", name, s.rows)
-    log.info("collect: dataset rows %s", rows)
+    log.info(
+        "collect: %s rows in train, %s in val, %s in production",
+        *(f"{schema.splits[n].rows:,}" if n in schema.splits else "no" for n in SPLITS),
+    )
+    log.info(
+        "collect: %s dataset rows: %s kept, %s quarantined (reports/quarantine.parquet), %s outside the splits",
+        *(f"{rows[k]:,}" for k in ("rows_in", "kept", "quarantined", "unused")),
+    )
     if fb is not None:
-        log.info("collect: feedback %s", fb.counts)
-        log.info("collect: production window %s", windows["production_reason"])
+        for line in feedback_summary(fb.counts, windows["production_reason"]):
+            log.info("collect: %s", line)
     return schema
 
 
@@ -166,6 +171,36 @@ def dataset_quarantine(rows: pd.DataFrame, reasons: pd.Series, ds: dict) -> pd.D
         },
         columns=feedback.QUARANTINE_COLUMNS,
     )
+
+
+SPLITS = ("train", "val", "production")
+
+
+def feedback_summary(counts: dict, reason: str) -> list[str]:
+    """What the feedback gave, in sentences (the counts themselves are in schema.json)."""
+    if not counts["predictions_in"] + counts["feedback_in"] + counts["files_quarantined"]:
+        return [
+            "no exported feedback in data/feedback/ yet: the production window is the dataset's own"
+        ]
+    lines = [
+        f"feedback: {counts['predictions_in']:,} predictions and {counts['feedback_in']:,} "
+        f"answers read, {counts['quarantined']:,} row(s) and {counts['files_quarantined']} "
+        f"file(s) quarantined (reports/quarantine.parquet), {counts['labelled_rows']:,} "
+        "labelled row(s) kept"
+        + (
+            f"; {counts['files_ignored']} unknown file(s) ignored"
+            if counts["files_ignored"]
+            else ""
+        )
+    ]
+    if counts.get("labelled_undated"):
+        lines.append(
+            f"warning: {counts['labelled_undated']:,} labelled row(s) came without an "
+            "event_time and are dated by when they were served, not by the period they "
+            "describe; send event_time with /predict to place them"
+        )
+    lines.append(f"production window: {reason}")
+    return lines
 
 
 def _relative(paths: list[Path], data_dir: Path) -> list[str]:

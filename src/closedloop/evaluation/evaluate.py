@@ -245,6 +245,9 @@ def evaluate(
                     {"classes": config["classes"], "matrix": matrix},
                 )
                 write_text(tmp / f"confusion_{split}.csv", confusion_csv(matrix, config["classes"]))
+            # Per-class detail beside the predictions, not in metrics.json: `dvc metrics show`
+            # and `dvc exp show` list the headline metrics only.
+            write_json(tmp / f"per_class_{split}.json", scored.pop("per_class", None) or {})
             metrics[split] = scored
             frame = predictions_frame(df, outputs, config, threshold)
             if champion is not None:

@@ -6,7 +6,7 @@ back later as POST /feedback (action "accept" when the prediction was right, "co
 it was wrong, source "simulator"). Bounded: at most --limit requests and --max-seconds.
 
     closedloop simulate [--url http://127.0.0.1:8000] [--rate 200] [--limit N]
-        [--concurrency 16] [--feedback-coverage 0.5] [--feedback-delay 0.0]
+        [--concurrency 16] [--feedback-coverage 0.9] [--feedback-delay 0.0]
         [--start 2014-01-01 --end 2014-12-31] [--seed 0] [--max-seconds 600] [--token T]
 """
 
