@@ -99,3 +99,68 @@ def test_a_folder_of_parquet_files_with_a_random_split(project):
     assert schema["time_column"] is None
     assert schema["dataset_rows"]["kept"] == 401 and schema["dataset_rows"]["quarantined"] == 5
     assert json.loads((root / "reports/gate.json").read_text())["verdict"]
+
+
+def _variant(name: str, path: str, task: str, target: str, numeric: str, categorical: str) -> str:
+    """The README's cars YAML with another name, file, task, target and feature lists."""
+    text = readme_block("# conf/dataset/cars.yaml")
+    text = text.replace("name: cars #", f"name: {name} #").replace("data/raw/cars.csv", path)
+    text = re.sub(r"^task: \w+", f"task: {task}", text, flags=re.M)
+    text = re.sub(r"^target: \w+", f"target: {target}", text, flags=re.M)
+    text = re.sub(r"^  numeric: \[.*\]", f"  numeric: [{numeric}]", text, flags=re.M)
+    return re.sub(r"^  categorical: \[.*\]", f"  categorical: [{categorical}]", text, flags=re.M)
+
+
+def _switch(root, name: str) -> str:
+    config = root / "conf/config.yaml"
+    text = re.sub(r"- dataset: \w+", f"- dataset: {name}", config.read_text(), count=1)
+    config.write_text(text)
+    return run(["dvc", "repro"], root).stdout
+
+
+def test_a_csv_with_a_numeric_target_is_a_regression_from_one_yaml(project):
+    """The contract's case: categorical features, missing feature values and rows whose
+    (numeric) target is missing; one YAML file, nothing else."""
+    root, _ = project
+    (root / "conf/dataset/cars_mpg.yaml").write_text(
+        _variant(
+            "cars_mpg",
+            "data/raw/cars.csv",
+            "regression",
+            "Miles_per_Gallon",
+            "Horsepower, Displacement, Weight_in_lbs, Acceleration",
+            "Cylinders, make, Origin",
+        )
+    )
+    out = _switch(root, "cars_mpg")
+    assert {"collect", "train", "evaluate", "gate", "report"} <= ran(out), out
+    metrics = json.loads((root / "reports/metrics.json").read_text())["production"]
+    assert {"mae", "rmse", "r2"} <= set(metrics) and metrics["mae"] < 10  # MPG: 9-47; 3 epochs
+    q = pd.read_parquet(root / "reports/quarantine.parquet")
+    assert set(q["reason"]) == {"target 'Miles_per_Gallon': missing"} and len(q) == 8
+    gate = json.loads((root / "reports/gate.json").read_text())
+    assert gate["verdict"] in ("pass", "fail", "inconclusive") and gate["checks"]
+    assert "rmse" in (root / "reports/benchmark.md").read_text().lower()
+
+
+def test_a_parquet_file_with_a_binary_target(project):
+    root, _ = project
+    table = cars_table()
+    table["american"] = table["Origin"].map({"USA": "yes", "Europe": "no", "Japan": "no"})
+    table.drop(columns="Origin").to_parquet(root / "data/raw/cars_us.parquet")
+    (root / "conf/dataset/cars_us.yaml").write_text(
+        _variant(
+            "cars_us",
+            "data/raw/cars_us.parquet",
+            "binary",
+            "american",
+            "Miles_per_Gallon, Horsepower, Displacement, Weight_in_lbs, Acceleration",
+            "Cylinders, make",
+        )
+    )
+    out = _switch(root, "cars_us")
+    assert {"collect", "train", "evaluate", "gate", "report"} <= ran(out), out
+    metrics = json.loads((root / "reports/metrics.json").read_text())["production"]
+    assert metrics["roc_auc"] > 0.8
+    q = pd.read_parquet(root / "reports/quarantine.parquet")
+    assert set(q["reason"]) == {"target 'american': missing"} and len(q) == 5
