@@ -496,3 +496,25 @@ def chromium(page: Path, profile: Path, *mode: str) -> tuple[subprocess.Complete
     finally:
         proxy.close()
     return proc, proxy.page_requests()
+
+
+def trained_model(tmp: Path) -> Path:
+    """A two-epoch model of the default config, trained in ``tmp`` (snapshot, model and the
+    params.yaml it was trained with), for tests that serve or load a real model."""
+    import os
+
+    from closedloop.config import compose, dump
+    from closedloop.data.collect import collect
+    from closedloop.training.train import train
+    from tests.conftest import ROOT
+
+    params = compose(["trainer=cpu", "trainer.max_epochs=2"], conf_dir=ROOT / "conf")
+    collect(params, out_dir=tmp / "snap", data_dir=tmp)
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        train(params, snapshot=tmp / "snap", out_dir=tmp / "model")
+    finally:
+        os.chdir(cwd)
+    (tmp / "params.yaml").write_text(dump(params))
+    return tmp / "model"

@@ -29,6 +29,21 @@ class _Group(click.Group):
             ctx.exit(2)
 
 
+# Options several commands share, declared once.
+DATA_DIR = click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True
+)
+STORE_URL = click.option(
+    "--store-url",
+    envvar="CLOSEDLOOP_STORE_URL",
+    show_envvar=True,
+    help="the feedback store [default: serve.store_url]",
+)
+PARAMS = click.option(
+    "--params", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True
+)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="closedloop")
 def cli() -> None:
@@ -173,15 +188,8 @@ def _server_url() -> str:
 
 
 @cli.command()
-@click.option(
-    "--store-url",
-    envvar="CLOSEDLOOP_STORE_URL",
-    show_envvar=True,
-    help="the feedback store [default: serve.store_url]",
-)
-@click.option(
-    "--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True
-)
+@STORE_URL
+@DATA_DIR
 @click.option("--no-dvc", is_flag=True, help="do not run `dvc add` afterwards")
 def export(store_url, data_dir, no_dvc) -> None:
     """Move new records from the feedback store into data/feedback/, then `dvc add data`."""
@@ -203,15 +211,8 @@ def export(store_url, data_dir, no_dvc) -> None:
 
 
 @cli.command("reset-capture")
-@click.option(
-    "--store-url",
-    envvar="CLOSEDLOOP_STORE_URL",
-    show_envvar=True,
-    help="the feedback store [default: serve.store_url]",
-)
-@click.option(
-    "--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True
-)
+@STORE_URL
+@DATA_DIR
 def reset_capture(store_url, data_dir) -> None:
     """Start capture again: remove the local SQLite store and data/feedback/ (stop servers first).
 
@@ -483,17 +484,13 @@ def rollout() -> None:
 
 
 @rollout.command("decide")
-@click.option(
-    "--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True
-)
+@DATA_DIR
 @click.option(
     "--records",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="a Parquet table of per-request records instead of --data-dir's exports",
 )
-@click.option(
-    "--params", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True
-)
+@PARAMS
 @click.option("--apply", "do_apply", is_flag=True, help="write the next step into conf/rollout/")
 @click.option("--no-dvc", is_flag=True, help="with --apply: skip `dvc repro compose` afterwards")
 @click.option(
@@ -529,18 +526,14 @@ def rollout_decide(data_dir, records, params, do_apply, no_dvc, outputs_file) ->
 
 
 @cli.command()
-@click.option(
-    "--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True
-)
+@DATA_DIR
 @click.option(
     "--store-url",
     envvar="CLOSEDLOOP_STORE_URL",
     show_envvar=True,
     help="read the feedback store itself instead of --data-dir's exports",
 )
-@click.option(
-    "--params", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True
-)
+@PARAMS
 @click.option(
     "--alerts-out",
     type=click.Path(path_type=Path),

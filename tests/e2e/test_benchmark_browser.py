@@ -24,6 +24,7 @@ from closedloop.evaluation.drift import drift
 from closedloop.evaluation.evaluate import evaluate
 from closedloop.gating.gate import gate_reports
 from closedloop.io import write_json
+from closedloop.models.encoding import Encoding
 from closedloop.models.persist import load_model, predict_proba
 from closedloop.paths import (
     BENCHMARK_HTML,
@@ -132,7 +133,9 @@ def test_the_champions_ece_is_measured_on_the_same_rows(page):
     ]["ece"]
     model, config = load_model(root / CHAMPION_DIR, params["allowed_targets"])
     schema = read_schema(root / SNAPSHOT_DIR)
-    x, y = tensors(read_split("production", root / SNAPSHOT_DIR), schema)
+    x, y = tensors(
+        read_split("production", root / SNAPSHOT_DIR), schema, Encoding.from_config(config)
+    )
     probs = predict_proba(model, x)
     expected = MulticlassCalibrationError(
         len(config["classes"]), n_bins=params["metrics"]["ece_bins"], norm="l1"

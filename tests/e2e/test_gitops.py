@@ -153,7 +153,10 @@ def test_promotion_is_refused_unless_the_gate_passed_for_this_model(repo):
         gate_path.write_text(json.dumps({**gate, "verdict": "fail", "checks": [failed]}))
         proc = make(repo, "promote", "CHANGE=PR #2", check=False)
         assert proc.returncode != 0 and "fail" in proc.stderr
-        gate_path.write_text(json.dumps({**gate, "verdict": "pass", "model_hash": "0" * 64}))
+        # A consistent passing verdict, but for another model (whatever the retrain's was).
+        passed = {**gate["checks"][0], "passed": True, "status": "pass"}
+        other = {**gate, "verdict": "pass", "checks": [passed], "model_hash": "0" * 64}
+        gate_path.write_text(json.dumps(other))
         proc = make(repo, "promote", "CHANGE=PR #2", check=False)
         assert proc.returncode != 0 and "judged model 000000000000" in proc.stderr
         assert (repo / "models/registry.yaml").read_bytes() == before

@@ -18,8 +18,10 @@ from closedloop.data.collect import collect
 from closedloop.data.snapshot import read_schema, read_split, tensors
 from closedloop.errors import ConfigError
 from closedloop.instantiate import instantiate
+from closedloop.models.encoding import Encoding
 from closedloop.models.persist import load_model
 from closedloop.paths import CANDIDATE_DIR, SNAPSHOT_DIR, TRAIN_HISTORY
+from closedloop.training.module import TASK_LOSS
 from closedloop.training.train import train
 from tests.conftest import ROOT
 
@@ -38,10 +40,11 @@ def trained(tmp_path_factory):
 
 
 def val_loss_of_saved_model(root, params) -> float:
-    model, _ = load_model(root / CANDIDATE_DIR, params["allowed_targets"])
+    model, config = load_model(root / CANDIDATE_DIR, params["allowed_targets"])
     schema = read_schema(root / SNAPSHOT_DIR)
-    x, y = tensors(read_split("val", root / SNAPSHOT_DIR), schema)
-    loss = instantiate(params["model"]["loss"], params["allowed_targets"], "model.loss")
+    x, y = tensors(read_split("val", root / SNAPSHOT_DIR), schema, Encoding.from_config(config))
+    node = params["model"]["loss"] or {"_target_": TASK_LOSS[config["task"]]}  # null: the task's
+    loss = instantiate(node, params["allowed_targets"], "model.loss")
     with torch.no_grad():
         return float(loss(model.eval()(torch.from_numpy(x)), torch.from_numpy(y)))
 

@@ -140,6 +140,8 @@ def test_a_target_outside_allowed_targets_is_refused_at_compose_and_at_load(proj
 
     # params.yaml back to the default model (allowed_targets without acme_nets.); the
     # candidate on disk is still TinyNet: loading it must refuse, in one line, naming it.
+    # The experiment's params.yaml is discarded first, as compose's refusal tells a user to.
+    run(["git", "checkout", "--", "params.yaml"], project)
     run([sys.executable, "-m", "pipelines.compose"], project)
     env = {"PYTHONPATH": f"{project / 'src'}{os.pathsep}{ROOT}"}
     serve = run(

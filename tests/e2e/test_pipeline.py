@@ -142,8 +142,14 @@ def test_exp_run_override_trains_with_the_new_value_and_is_listed(project):
     assert "reports/metrics.json" in exps["lr-bump"]["metrics"]
     # The workspace now holds the experiment, consistently: nothing to rerun.
     assert ran(run(["dvc", "repro"], project).stdout) == set()
-    # The next YAML edit recomposes from conf/: the experiment's override does not linger.
+    # A YAML edit would silently drop the experiment: repro refuses, in one line naming it and
+    # both ways on; once the experiment is discarded, the edit recomposes and the override is gone.
     edit(project / "conf/model/mlp.yaml", "dropout: 0.1", "dropout: 0.2")
+    refused = run(["dvc", "repro"], project, check=False)
+    assert refused.returncode != 0
+    assert "holds experiment lr-bump" in refused.stdout + refused.stderr
+    assert "closedloop exp save lr-bump" in refused.stdout + refused.stderr
+    run(["git", "checkout", "--", "params.yaml"], project)
     assert "compose" in ran(run(["dvc", "repro"], project).stdout)
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["model"]["optimizer"]["lr"] == 0.003 and params["model"]["net"]["dropout"] == 0.2

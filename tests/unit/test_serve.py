@@ -18,10 +18,9 @@ from closedloop.capture.export import export
 from closedloop.capture.feedback import load
 from closedloop.capture.store import FeedbackStore, PredictionRecord
 from closedloop.config import compose, dump
-from closedloop.data.collect import collect
 from closedloop.serving.server import ServedModel, create_app, load_served_model
-from closedloop.training.train import train
 from tests.conftest import ROOT, postgres_database, store_rows
+from tests.fixtures import trained_model
 
 GOOD = {"precipitation": 0.0, "temp_max": 12.8, "temp_min": 5.0, "wind": 4.7}
 CLASSES = ["drizzle", "fog", "rain", "snow", "sun"]
@@ -30,17 +29,7 @@ TOKENS = "CLOSEDLOOP_API_TOKENS"
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serve")
-    params = compose(["trainer=cpu", "trainer.max_epochs=2"], conf_dir=ROOT / "conf")
-    collect(params, out_dir=tmp / "snap", data_dir=tmp)
-    cwd = os.getcwd()
-    os.chdir(tmp)
-    try:
-        train(params, snapshot=tmp / "snap", out_dir=tmp / "model")
-    finally:
-        os.chdir(cwd)
-    (tmp / "params.yaml").write_text(dump(params))
-    return tmp / "model"
+    return trained_model(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import sqlite3
 
@@ -17,7 +16,6 @@ from fastapi.testclient import TestClient
 from closedloop.capture.export import export
 from closedloop.capture.store import FeedbackStore
 from closedloop.config import compose
-from closedloop.data.collect import collect
 from closedloop.errors import ConfigError
 from closedloop.models.persist import predict_proba
 from closedloop.rollout.assign import assign
@@ -30,24 +28,15 @@ from closedloop.serving.server import (
     load_rollout_candidate,
     load_served_model,
 )
-from closedloop.training.train import train
 from tests.conftest import ROOT, store_rows
+from tests.fixtures import trained_model
 
 GOOD = {"precipitation": 0.0, "temp_max": 12.8, "temp_min": 5.0, "wind": 4.7}
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("rollout")
-    params = compose(["trainer=cpu", "trainer.max_epochs=2"], conf_dir=ROOT / "conf")
-    collect(params, out_dir=tmp / "snap", data_dir=tmp)
-    cwd = os.getcwd()
-    os.chdir(tmp)
-    try:
-        train(params, snapshot=tmp / "snap", out_dir=tmp / "model")
-    finally:
-        os.chdir(cwd)
-    return tmp / "model"
+    return trained_model(tmp_path_factory.mktemp("rollout"))
 
 
 def rollout_params(mode: str, *overrides: str) -> dict:
