@@ -427,7 +427,7 @@ def errors_show(failure_type, since, until, min_impact, slice_filter, limit) -> 
 # -------------------------------------------------------------------- experiments
 @cli.group()
 def exp() -> None:
-    """Keep a DVC experiment: write what `dvc exp run -S ...` changed into conf/."""
+    """DVC experiments: run one with its overrides checked first, and save one into conf/."""
 
 
 @exp.command("run", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -149,6 +149,10 @@ def test_the_readme_blocks_marked_are_the_ones_that_cannot_run_here():
     for command in ("make reset-capture", "dvc exp run", "closedloop exp save", "dvc metrics"):
         assert command in run_code, command
     assert [b.kind for b in blocks].count("every-shell") == 1
+    # a server in a block run to its end would never end: it must be marked server (or skip)
+    for b in blocks:
+        if b.kind == "run":
+            assert not re.search(r"^\s*make serve\b", b.code, re.M), f"README.md:{b.line}"
 
 
 @pytest.mark.timeout(2400)
@@ -172,11 +176,11 @@ def test_a_newcomer_runs_every_readme_block_as_written(tmp_path):
                 wait_healthy(port, server)
                 continue
             started = time.monotonic()
-            proc = shell(code, project, env)
+            proc = shell(code, project, env, start_new_session=True)
             try:
                 out, _ = proc.communicate(timeout=BLOCK_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            except subprocess.TimeoutExpired:  # the whole group: a server it started too
+                os.killpg(proc.pid, signal.SIGKILL)
                 out, _ = proc.communicate()
                 raise AssertionError(
                     f"README.md:{block.line}: ran past {BLOCK_TIMEOUT} s:\n{out[-6000:]}"

@@ -67,7 +67,12 @@ def instantiate(cfg: dict) -> None:
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Optimizer)
     # The targets as collect's tensors() gives them to the task's loss.
-    y = torch.zeros(3, dtype=torch.long) if task == "multiclass" else torch.ones(3, 1) * 7
+    # (A binary target is 0 or 1: BCE of a target outside [0, 1] can be negative.)
+    y = {
+        "multiclass": torch.zeros(3, dtype=torch.long),
+        "binary": torch.ones(3, 1),
+        "regression": torch.full((3, 1), 7.0),
+    }[task]
     assert float(module.loss(logits, y).detach()) > 0
     t = cfg["trainer"]
     needs_gpu = t["accelerator"] in ("gpu", "cuda")
