@@ -77,14 +77,14 @@ def stored_ids(db) -> set[str]:
         return {r[0] for r in conn.execute("select request_id from predictions")}
 
 
-def test_20k_predictions_at_concurrency_16_are_all_stored_and_feedback_joins(project):
+def test_6k_predictions_at_concurrency_16_are_all_stored_and_feedback_joins(project):
     db = project / "load.db"
     proc, url = start(project, db)
     acked: list[str] = []
     try:
         started = time.perf_counter()
-        # a bound, not a target: on a loaded 2-core machine 20,000 requests took over 300 s
-        asyncio.run(hammer(url, 20_000, 16, acked, time.monotonic() + 720))
+        # a bound, not a target: on a loaded 2-core machine 6,000 requests take about 60 s
+        asyncio.run(hammer(url, 6_000, 16, acked, time.monotonic() + 400))
         seconds = time.perf_counter() - started
         sample = random.Random(1).sample(acked, 500)
         with httpx.Client(base_url=url, timeout=10) as client:
@@ -99,7 +99,7 @@ def test_20k_predictions_at_concurrency_16_are_all_stored_and_feedback_joins(pro
     print(
         f"\n{len(acked)} predictions acknowledged in {seconds:.1f}s ({len(acked) / seconds:.0f}/s)"
     )
-    assert len(acked) == 20_000
+    assert len(acked) == 6_000
     assert stored_ids(db) == set(acked)  # stored == acknowledged, no more, no less
     export(f"sqlite:///{db}", project / "data")
     fb = load(
@@ -108,7 +108,7 @@ def test_20k_predictions_at_concurrency_16_are_all_stored_and_feedback_joins(pro
         FEATURES,
         ["drizzle", "fog", "rain", "snow", "sun"],
     )
-    assert fb.counts["predictions_kept"] == 20_000 and fb.counts["labelled_rows"] == 500
+    assert fb.counts["predictions_kept"] == 6_000 and fb.counts["labelled_rows"] == 500
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -132,7 +132,7 @@ def test_sigkill_mid_load_loses_nothing_acknowledged(project, kill_store):
         proc.send_signal(signal.SIGKILL)
 
     threading.Thread(target=kill_mid_load, daemon=True).start()
-    asyncio.run(hammer(url, 50_000, 16, acked, time.monotonic() + 150))
+    asyncio.run(hammer(url, 5_000, 16, acked, time.monotonic() + 90))
     proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
     assert len(acked) > 100, "the kill came before any load"
@@ -146,7 +146,7 @@ def test_sigkill_mid_load_loses_nothing_acknowledged(project, kill_store):
 
 
 def test_two_servers_on_one_postgres_export_every_acknowledged_id_exactly_once(project):
-    """10,000 predictions at concurrency 16 over two servers sharing one PostgreSQL, one of
+    """6,000 predictions at concurrency 16 over two servers sharing one PostgreSQL, one of
     them killed with SIGKILL a third of the way in, exports running the whole time: every
     acknowledged id is in the exported partitions exactly once, and nothing else is."""
     with postgres_database() as url:
@@ -178,11 +178,11 @@ def test_two_servers_on_one_postgres_export_every_acknowledged_id_exactly_once(p
                             return
                         if r.status_code == 200:
                             acked.append(r.json()["request_id"])
-                        if len(acked) >= 3_000 and not killed.is_set():
+                        if len(acked) >= 2_000 and not killed.is_set():
                             killed.set()
                             servers[0][0].send_signal(signal.SIGKILL)
 
-                await asyncio.gather(*(one(i) for i in range(10_000)))
+                await asyncio.gather(*(one(i) for i in range(6_000)))
 
         exporter = threading.Thread(target=keep_exporting)
         exporter.start()
@@ -203,7 +203,7 @@ def test_two_servers_on_one_postgres_export_every_acknowledged_id_exactly_once(p
         f"\n{len(acked)} acknowledged, {len(exported)} exported in {len(exports)} exports, "
         f"{len(stored)} stored"
     )
-    assert len(acked) > 9_000  # the survivor took the rest of the load
+    assert len(acked) > 5_400  # the survivor took the rest of the load
     assert exported.is_unique  # nothing exported twice
     assert set(acked) <= set(exported)  # nothing acknowledged was skipped
     assert set(exported) == stored  # and nothing exported that is not in the store

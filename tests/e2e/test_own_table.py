@@ -76,31 +76,6 @@ def test_unseen_categories_are_in_drift_errors_and_the_comment(project):
     assert "<oov>" in comparison["splits"]["production"]["slices"]["make"]
 
 
-def test_a_folder_of_parquet_files_with_a_random_split(project):
-    root, _ = project
-    table = cars_table()
-    for decade, part in table.groupby(table["Year"].str[:3]):
-        part.drop(columns="Year").to_parquet(root / f"data/raw/cars-{decade}0s.parquet")
-    yaml_text = (
-        readme_block("# conf/dataset/cars.yaml")
-        .replace("name: cars #", "name: cars_parquet #")
-        .replace("data/raw/cars.csv", "data/raw/cars-*.parquet")
-    )
-    yaml_text = yaml_text.split("time_column:")[0] + "features:" + yaml_text.split("features:")[1]
-    yaml_text = yaml_text.split("split:")[0] + (
-        "split: { strategy: random, fractions: { train: 0.6, val: 0.2, production: 0.2 } }\n"
-    )
-    (root / "conf/dataset/cars_parquet.yaml").write_text(yaml_text)
-    config = root / "conf/config.yaml"
-    config.write_text(config.read_text().replace("- dataset: cars", "- dataset: cars_parquet"))
-    out = run(["dvc", "repro"], root).stdout
-    assert {"collect", "train", "evaluate", "gate", "report"} <= ran(out), out
-    schema = json.loads((root / "artifacts/snapshot/schema.json").read_text())
-    assert schema["time_column"] is None
-    assert schema["dataset_rows"]["kept"] == 401 and schema["dataset_rows"]["quarantined"] == 5
-    assert json.loads((root / "reports/gate.json").read_text())["verdict"]
-
-
 def _variant(name: str, path: str, task: str, target: str, numeric: str, categorical: str) -> str:
     """The README's cars YAML with another name, file, task, target and feature lists."""
     text = readme_block("# conf/dataset/cars.yaml")
@@ -143,24 +118,35 @@ def test_a_csv_with_a_numeric_target_is_a_regression_from_one_yaml(project):
     assert "rmse" in (root / "reports/benchmark.md").read_text().lower()
 
 
-def test_a_parquet_file_with_a_binary_target(project):
+def test_a_folder_of_parquet_files_with_a_binary_target_and_a_random_split(project):
+    """A glob over Parquet files (one per decade), no time column (a random split), and a
+    yes/no target: a binary task, from one YAML file."""
     root, _ = project
     table = cars_table()
     table["american"] = table["Origin"].map({"USA": "yes", "Europe": "no", "Japan": "no"})
-    table.drop(columns="Origin").to_parquet(root / "data/raw/cars_us.parquet")
-    (root / "conf/dataset/cars_us.yaml").write_text(
-        _variant(
-            "cars_us",
-            "data/raw/cars_us.parquet",
-            "binary",
-            "american",
-            "Miles_per_Gallon, Horsepower, Displacement, Weight_in_lbs, Acceleration",
-            "Cylinders, make",
-        )
+    table = table.drop(columns="Origin")
+    for decade, part in table.groupby(table["Year"].str[:3]):
+        part.drop(columns="Year").to_parquet(root / f"data/raw/cars_us-{decade}0s.parquet")
+    text = _variant(
+        "cars_us",
+        "data/raw/cars_us-*.parquet",
+        "binary",
+        "american",
+        "Miles_per_Gallon, Horsepower, Displacement, Weight_in_lbs, Acceleration",
+        "Cylinders, make",
     )
+    text = text.split("time_column:")[0] + "features:" + text.split("features:")[1]
+    text = text.split("split:")[0] + (
+        "split: { strategy: random, fractions: { train: 0.6, val: 0.2, production: 0.2 } }\n"
+    )
+    (root / "conf/dataset/cars_us.yaml").write_text(text)
     out = _switch(root, "cars_us")
     assert {"collect", "train", "evaluate", "gate", "report"} <= ran(out), out
+    schema = json.loads((root / "artifacts/snapshot/schema.json").read_text())
+    assert schema["time_column"] is None and schema["task"] == "binary"
+    assert schema["dataset_rows"]["kept"] == 401 and schema["dataset_rows"]["quarantined"] == 5
     metrics = json.loads((root / "reports/metrics.json").read_text())["production"]
     assert metrics["roc_auc"] > 0.8
     q = pd.read_parquet(root / "reports/quarantine.parquet")
     assert set(q["reason"]) == {"target 'american': missing"} and len(q) == 5
+    assert json.loads((root / "reports/gate.json").read_text())["verdict"]

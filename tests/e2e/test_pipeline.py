@@ -28,15 +28,29 @@ def edit(path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
+def outputs(project) -> dict:
+    """Every DVC-tracked output's md5, from dvc.lock."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {
+        out["path"]: out["md5"]
+        for stage in lock["stages"].values()
+        for out in stage.get("outs", [])
+    }
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A project copy after one full `dvc repro`."""
+    """A project copy after one full `dvc repro` (its metrics' bytes and outputs' md5s kept)."""
     root = make_project(tmp_path_factory.mktemp("project"))
     out = run(["dvc", "repro"], root).stdout
     assert ran(out) == ALL, out
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "first repro"], root)
+    FIRST.update(metrics=(root / "reports/metrics.json").read_bytes(), outputs=outputs(root))
     return root
+
+
+FIRST: dict = {}  # what the first repro wrote
 
 
 def test_second_repro_runs_no_stage_and_status_is_clean(project):
@@ -68,29 +82,19 @@ def test_dataset_edit_reruns_collect_and_everything_after(project):
     edit(project / "conf/dataset/seattle_weather.yaml", 'end: "2013-06-30"', 'end: "2013-05-31"')
     out = run(["dvc", "repro"], project).stdout
     assert ran(out) == ALL - {"champion"}, out
-    run(["git", "checkout", "--", "conf"], project)
-    run(["dvc", "repro"], project)
+    run(["git", "checkout", "--", "conf"], project)  # the next test reruns it all, forced
 
 
 def test_forced_reruns_give_byte_identical_metrics_and_artefacts(project):
-    """Same inputs, same bytes: the metrics and every DVC-tracked output (the model
+    """Same inputs, same bytes: a forced rerun of every stage, after the edits above were
+    undone, writes the first repro's metrics and every DVC-tracked output (the model
     directory and Evidently's HTML included), so a fresh `dvc repro` in CI reproduces the
     committed dvc.lock."""
-
-    def outputs() -> dict:
-        lock = yaml.safe_load((project / "dvc.lock").read_text())
-        return {
-            out["path"]: out["md5"]
-            for stage in lock["stages"].values()
-            for out in stage.get("outs", [])
-        }
-
     run(["dvc", "repro", "--force"], project)
-    first, before = (project / "reports/metrics.json").read_bytes(), outputs()
-    run(["dvc", "repro", "--force"], project)
-    assert (project / "reports/metrics.json").read_bytes() == first
-    assert outputs() == before and {"models/candidate", "reports/drift.html"} <= set(before)
-    assert json.loads(first)["production"]["n"] == 730
+    assert (project / "reports/metrics.json").read_bytes() == FIRST["metrics"]
+    assert outputs(project) == FIRST["outputs"]
+    assert {"models/candidate", "reports/drift.html"} <= set(FIRST["outputs"])
+    assert json.loads(FIRST["metrics"])["production"]["n"] == 730
 
 
 def test_bad_config_stops_the_loop_before_training(project):
