@@ -75,8 +75,8 @@ def main() -> None:
         return fit(json.loads(args.fit))
     base = [
         "dataset=synthetic",
-        f"dataset.synthetic.n_samples={args.rows}",
-        "model.hidden_sizes=[256,256]",
+        f"dataset.source.n_samples={args.rows}",
+        "model.net.hidden_sizes=[256,256]",
         "model.batch_size=512",
         "trainer=cpu",
         f"trainer.max_epochs={args.epochs}",
