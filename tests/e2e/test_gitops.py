@@ -63,8 +63,9 @@ def merge(project: Path, branch: str) -> None:
     run(["git", "push", "-q", "origin", "main"], project)
 
 
-def fill_store(url: str, n: int = 365) -> None:
-    """Production traffic for 2014, every prediction later corrected by its user."""
+def fill_store(url: str, n: int) -> None:
+    """Production traffic for the first ``n`` days of 2014, every prediction later corrected
+    by its user."""
     from vega_datasets import local_data
 
     from closedloop.capture.store import FeedbackRecord, FeedbackStore, PredictionRecord
@@ -109,6 +110,13 @@ def repo(tmp_path_factory):
     origin = base / "origin.git"
     run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], base)
     project = make_project(base / "work", max_epochs=40)  # v1 must pass its floors
+    # The promotion flow needs a retrain that passes its gate; on dry-summer feedback no model
+    # beats "always sun" by a clear margin, so this project gates without beat_baseline
+    # (null disables it, as conf/gates/ documents); every other check is judged as usual.
+    gates = project / "conf/gates/seattle_weather.yaml"
+    config = yaml.safe_load(gates.read_text())
+    assert config["beat_baseline"] is not None
+    gates.write_text(yaml.safe_dump({**config, "beat_baseline": None}, sort_keys=False))
     run(["git", "remote", "add", "origin", str(origin)], project)
     make(project, "repro")
     run(["git", "add", "-A"], project)
@@ -131,7 +139,10 @@ def registry(project: Path) -> dict:
 
 def test_retrain_branch_carries_data_lock_and_report(repo, tmp_path):
     store = f"sqlite:///{tmp_path / 'feedback.db'}"
-    fill_store(store)
+    # January to early September: the newest 120 days (the production window) are the dry
+    # summer; on all of 2014 (autumn's fog) the retrain fails the accuracy floor, and the
+    # promotion below needs a candidate that passed its gate.
+    fill_store(store, n=250)
     make(repo, "export", f"CLOSEDLOOP_STORE_URL={store}")
     make(repo, "repro")
     changed = open_pr(repo, "closedloop/retrain", add_paths("retrain.yml"), "Retrain")
@@ -140,7 +151,7 @@ def test_retrain_branch_carries_data_lock_and_report(repo, tmp_path):
     body = (repo / "reports/benchmark.md").read_text()
     assert "champion `v1.0.0`" in body and "### Drift" in body
     snapshot = json.loads((repo / "artifacts/snapshot/schema.json").read_text())
-    assert snapshot["feedback"]["labelled_rows"] == 365
+    assert snapshot["feedback"]["labelled_rows"] == 250
     merge(repo, "closedloop/retrain")
 
 
@@ -168,8 +179,7 @@ def test_promotion_is_refused_unless_the_gate_passed_for_this_model(repo):
 def test_promotion_branch_edits_only_the_registry_and_rollback_restores_exactly(repo):
     v1 = registry(repo)["versions"][0]
     gate = json.loads((repo / "reports/gate.json").read_text())
-    if gate["verdict"] != "pass":
-        pytest.skip(f"the retrained candidate did not pass its gate ({gate['verdict']})")
+    assert gate["verdict"] == "pass", [c for c in gate["checks"] if c["status"] != "pass"]
     make(repo, "promote", "CHANGE=PR #3")
     changed = open_pr(repo, "closedloop/promote", add_paths("promote.yml"), "Promote v2")
     assert changed == ["models/registry.yaml"]
