@@ -33,10 +33,7 @@ from closedloop.serving.server import spawn
 # 60% of requests instead of 30%: v1 is wrong on most of 2014's days (accuracy 0.24 on the
 # feedback), so a candidate that is right where v1 is wrong disagrees on about 45% of them.
 DEMO_ROLLOUT = {"shares": "[0.25, 0.5, 1.0]", "min_requests": "200", "min_hours": "0"}
-ERROR_MARGIN = re.compile(r"(^  - metric: error_rate[^\n]*\n[^\n]*\n    margin: )[0-9.]+ ", re.M)
-DISAGREEMENT_MARGIN = re.compile(
-    r"(^  - metric: disagreement[^\n]*\n[^\n]*\n    margin: )[0-9.]+ ", re.M
-)
+DEMO_MARGINS = {"error_rate": "0.02", "disagreement": "0.6"}
 LATENCY_GUARDRAIL = re.compile(r"^  - metric: latency_p99.*?(?=^  - metric:)", re.M | re.S)
 REQUESTS = 1200  # per rollout step: at share 0.25, about 300 answered by the candidate
 
@@ -162,9 +159,11 @@ def demo_rollout(path: Path) -> None:
     for key, value in DEMO_ROLLOUT.items():
         text = re.sub(rf"^{key}:[^#\n]*", f"{key}: {value} ", text, count=1, flags=re.M)
     text, found = LATENCY_GUARDRAIL.subn("", text, count=1)
-    text, errors = ERROR_MARGIN.subn(r"\g<1>0.02 ", text, count=1)
-    text, disagreements = DISAGREEMENT_MARGIN.subn(r"\g<1>0.6 ", text, count=1)
-    if not found or not errors or not disagreements:
+    for metric, margin in DEMO_MARGINS.items():  # the margin line two lines below the metric
+        pattern = rf"(^  - metric: {metric}[^\n]*\n[^\n]*\n    margin: )[0-9.]+ "
+        text, changed = re.subn(pattern, rf"\g<1>{margin} ", text, count=1, flags=re.M)
+        found = found and changed
+    if not found:
         raise SystemExit(
             f"demo: {path}: no latency_p99, error_rate or disagreement guardrail to change"
         )
