@@ -509,10 +509,10 @@ def trained_model(tmp: Path) -> Path:
     from tests.conftest import ROOT
 
     params = compose(["trainer=cpu", "trainer.max_epochs=2"], conf_dir=ROOT / "conf")
-    collect(params, out_dir=tmp / "snap", data_dir=tmp)
     cwd = os.getcwd()
-    os.chdir(tmp)
+    os.chdir(tmp)  # collect and train write reports/ under the working directory
     try:
+        collect(params, out_dir=tmp / "snap", data_dir=tmp)
         train(params, snapshot=tmp / "snap", out_dir=tmp / "model")
     finally:
         os.chdir(cwd)

@@ -19,11 +19,9 @@ import pytest
 
 from closedloop.capture.export import export
 from closedloop.capture.feedback import load
-from closedloop.config import compose, dump
-from closedloop.data.collect import collect
 from closedloop.serving.server import spawn
-from closedloop.training.train import train
 from tests.conftest import ROOT, postgres_database, store_rows
+from tests.fixtures import trained_model
 
 FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]
 
@@ -32,15 +30,7 @@ FEATURES = ["precipitation", "temp_max", "temp_min", "wind"]
 def project(tmp_path_factory):
     """params.yaml and a trained model in a scratch directory, as a deployment would have."""
     tmp = tmp_path_factory.mktemp("load")
-    params = compose(["trainer=cpu", "trainer.max_epochs=2"], conf_dir=ROOT / "conf")
-    (tmp / "params.yaml").write_text(dump(params))
-    cwd = os.getcwd()
-    os.chdir(tmp)
-    try:
-        collect(params, out_dir=tmp / "snap", data_dir=tmp)
-        train(params, snapshot=tmp / "snap", out_dir=tmp / "model")
-    finally:
-        os.chdir(cwd)
+    trained_model(tmp)
     return tmp
 
 
