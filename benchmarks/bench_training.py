@@ -1,8 +1,12 @@
 """Our Lightning training against a plain PyTorch loop: same model, data, batches and epochs.
 
-Target: ratio <= 1.10. Both sides train the same initial weights on the same batches and
-run one validation pass per epoch; the ratio is the median of interleaved repeats, which
-alternate which side goes first so that warm-up and drift hit both.
+Target: ratio <= 1.10, on both numerical paths, each in a fresh process (MKL and ATen read
+their settings once): `numerics` pinned as conf/config.yaml has it, which is how `dvc repro`
+trains (one thread, portable kernels), and `numerics` left to the CPU (its threads and
+vector kernels), where each step is shortest and Lightning's fixed cost per step weighs
+most. Both sides train the same initial weights on the same batches and run one validation
+pass per epoch; the ratio is the median of interleaved repeats, which alternate which side
+goes first so that warm-up and drift hit both.
 
     python benchmarks/bench_training.py [--rows 200000] [--epochs 3] [--repeats 5]
 """
@@ -11,30 +15,31 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import lightning as L
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from _report import result, step
 
 from closedloop.config import compose
-from closedloop.data.collect import collect
-from closedloop.models.nets import build_model
-from closedloop.training.module import build_module
-from closedloop.training.train import loaders, make_trainer
+from closedloop.numerics import environment
 
+ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.10
+PATHS = {  # the numerical paths measured, each in a worker process of its own
+    "pinned": "numerics pinned, as dvc repro trains",
+    "free": "numerics left to the CPU",
+}
 
 
 def plain_loop(model, data, lr, weight_decay, epochs, batch_size, seed) -> float:
+    import torch
+
     """The loop a careful engineer writes for the same result: batches indexed straight out
     of the tensors (a seeded permutation per epoch, no DataLoader, no per-row collate), and
     the same per-epoch history (train loss, val loss, val accuracy) LitClassifier keeps."""
@@ -70,6 +75,9 @@ def plain_loop(model, data, lr, weight_decay, epochs, batch_size, seed) -> float
 
 
 def lightning_fit(model, train_dl, val_dl, params) -> float:
+    from closedloop.training.module import build_module
+    from closedloop.training.train import make_trainer
+
     lit = build_module(params["model"], model, params["allowed_targets"])
     trainer = make_trainer({**params["trainer"], "max_epochs": params["trainer"]["max_epochs"]})
     start = time.perf_counter()
@@ -77,27 +85,16 @@ def lightning_fit(model, train_dl, val_dl, params) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
-    root = Path(__file__).resolve().parents[1]
-    params = compose(
-        [
-            "dataset=synthetic",
-            f"dataset.source.n_samples={args.rows}",
-            "model.net.hidden_sizes=[256,256]",
-            "model.batch_size=512",
-            "trainer=cpu",
-            f"trainer.max_epochs={args.epochs}",
-        ],
-        conf_dir=root / "conf",
-    )
+def measure(params: dict, rows: int, epochs: int, repeats: int) -> dict:
+    """The worker: both sides, interleaved, in this process; their times as a dict."""
+    import lightning as L
+
+    from closedloop.data.collect import collect
+    from closedloop.models.nets import build_model
+    from closedloop.training.train import loaders
+
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # collect writes reports/quarantine.parquet under the working directory
-        step(f"making {args.rows:,} synthetic rows")
         snap = Path(tmp) / "snap"
         collect(params, out_dir=snap, data_dir=Path(tmp))
         schema, encoding, train_dl, val_dl, (x_train, _) = loaders(params, snap)
@@ -114,25 +111,55 @@ def main() -> None:
         runs = {
             "ours": lambda: lightning_fit(copy.deepcopy(base), train_dl, val_dl, params),
             "plain": lambda: plain_loop(
-                copy.deepcopy(base), data, lr, wd, args.epochs, params["model"]["batch_size"], 0
+                copy.deepcopy(base), data, lr, wd, epochs, params["model"]["batch_size"], 0
             ),
         }
-        times = {"ours": [], "plain": []}
-        for i in range(args.repeats):  # interleaved, alternating which goes first
+        times: dict = {"ours": [], "plain": [], "steps": len(train_dl) * epochs}
+        for i in range(repeats):  # interleaved, alternating which goes first
             for side in ("ours", "plain") if i % 2 == 0 else ("plain", "ours"):
-                step(f"repeat {i + 1}/{args.repeats}: {side}, {args.epochs} epochs")
+                step(f"repeat {i + 1}/{repeats}: {side}, {epochs} epochs")
                 times[side].append(runs[side]())
-        ours, plain = times["ours"], times["plain"]
-    ratios = [o / p for o, p in zip(ours, plain, strict=False)]
-    ratio = statistics.median(ratios)
-    steps = len(train_dl) * args.epochs
-    result(
-        "training: Lightning vs plain torch loop",
-        f"{statistics.median(ours):.2f}s",
-        f"{statistics.median(plain):.2f}s ({args.rows:,} rows, {steps:,} steps)",
-        ratio,
-        TARGET,
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # a worker: the JSON file it writes
+    args = ap.parse_args()
+    params = compose(
+        [
+            "dataset=synthetic",
+            f"dataset.source.n_samples={args.rows}",
+            "model.net.hidden_sizes=[256,256]",
+            "model.batch_size=512",
+            "trainer=cpu",
+            f"trainer.max_epochs={args.epochs}",
+        ],
+        conf_dir=ROOT / "conf",
     )
+    if args.worker:
+        times = measure(params, args.rows, args.epochs, args.repeats)
+        return Path(args.worker).write_text(json.dumps(times), encoding="utf-8")
+    for path, what in PATHS.items():
+        step(f"{what}: making {args.rows:,} synthetic rows, then {args.repeats} rounds")
+        env = {**os.environ, **(environment(params["numerics"]) if path == "pinned" else {})}
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "times.json"
+            subprocess.run(
+                [sys.executable, __file__, *sys.argv[1:], "--worker", str(out)], env=env, check=True
+            )
+            times = json.loads(out.read_text(encoding="utf-8"))
+        ours, plain = times["ours"], times["plain"]
+        result(
+            f"training ({what}): Lightning vs plain torch loop",
+            f"{statistics.median(ours):.2f}s",
+            f"{statistics.median(plain):.2f}s ({args.rows:,} rows, {times['steps']:,} steps)",
+            statistics.median(o / p for o, p in zip(ours, plain, strict=True)),
+            TARGET,
+        )
 
 
 if __name__ == "__main__":

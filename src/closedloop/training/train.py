@@ -7,6 +7,7 @@ history that `dvc plots` draws.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import tempfile
 import time
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from lightning.pytorch.profilers import PassThroughProfiler
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from closedloop.artefacts.card import ModelCard
 from closedloop.artefacts.snapshot import SnapshotSchema
@@ -42,6 +44,17 @@ TRAINER_KEYS = (
 )
 
 
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default, no profiling, without a fresh context manager per hook call:
+    Lightning opens some 35 a training step, a few percent of a small net's step. One
+    ``nullcontext`` serves them all (it keeps no state)."""
+
+    _none = contextlib.nullcontext()
+
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
+        return self._none
+
+
 def make_trainer(trainer_cfg: dict, callbacks: list[L.Callback] | None = None) -> L.Trainer:
     """A lightning.Trainer from the trainer config. Lightning writes nothing but the
     model-selection checkpoints (safetensors, in a temporary directory, when ``callbacks``
@@ -55,6 +68,7 @@ def make_trainer(trainer_cfg: dict, callbacks: list[L.Callback] | None = None) -
         enable_checkpointing=bool(callbacks),
         enable_model_summary=False,
         default_root_dir=None,
+        profiler=NoProfiler(),
     )
 
 
@@ -64,18 +78,57 @@ def fit_encoding(schema: SnapshotSchema, train) -> Encoding:
     return Encoding.fit(train, types.numeric, types.categorical, schema.missing)
 
 
-class BatchTensors(TensorDataset):
-    """Tensors a DataLoader reads one batch at a time (one index per tensor), not row by row
-    and then collated: the per-row path cost more than the training step on small nets."""
+class Batches(Sampler):
+    """Whole batches of row indices, for a DataLoader with ``batch_size=None`` over a
+    TensorDataset: each batch is one tensor index (shuffled) or one slice (in order), the
+    way a careful plain loop indexes its tensors. A list of 512 Python ints per batch, turned
+    back into a tensor, cost more than the rest of Lightning's step on small nets.
 
-    def __getitems__(self, rows: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(rows)
-        return tuple(t[index] for t in self.tensors)
+    Shuffled, it draws from ``generator`` exactly as ``DataLoader(shuffle=True)``'s
+    RandomSampler did, so the same seed gives the same batches and the same weights.
+    """
+
+    def __init__(self, rows: int, batch_size: int, shuffle: bool, generator=None):
+        self.rows, self.batch_size = rows, batch_size
+        self.shuffle, self.generator = shuffle, generator
+
+    def __len__(self) -> int:
+        return -(-self.rows // self.batch_size)
+
+    def __iter__(self):
+        if not self.shuffle:
+            for start in range(0, self.rows, self.batch_size):
+                yield slice(start, start + self.batch_size)
+            return
+        *batches, last = torch.randperm(self.rows, generator=self.generator).split(self.batch_size)
+        yield from batches
+        # RandomSampler starts a second permutation (for a remainder) as soon as it runs dry:
+        # while a short last batch is filled, or when asked for more after a full one.
+        # Drawing it at the same moment leaves the generator, and the weights, as they were.
+        if len(last) < self.batch_size:
+            torch.randperm(self.rows, generator=self.generator)
+        yield last
+        if len(last) == self.batch_size:
+            torch.randperm(self.rows, generator=self.generator)
 
 
 def whole_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """The collate function for BatchTensors: its batches are already whole."""
+    """The collate function for Batches: its batches are already whole."""
     return batch
+
+
+def batch_loader(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, workers: int, generator=None
+) -> DataLoader:
+    """Batches of (x, y) rows: shuffled by ``generator`` when one is given, else in order."""
+    return DataLoader(
+        TensorDataset(x, y),
+        batch_size=None,
+        sampler=Batches(len(y), batch_size, shuffle=generator is not None, generator=generator),
+        generator=generator,
+        num_workers=workers,
+        collate_fn=whole_batch,
+    )
 
 
 def loaders(
@@ -86,24 +139,12 @@ def loaders(
     encoding = fit_encoding(schema, train_df)
     x_tr, y_tr = tensors(train_df, schema, encoding)
     x_va, y_va = tensors(read_split("val", snapshot), schema, encoding)
-    bs = params["model"]["batch_size"]
     workers = params["trainer"]["num_workers"]
     gen = torch.Generator().manual_seed(params["seed"])
-    train_dl = DataLoader(
-        BatchTensors(torch.from_numpy(x_tr), torch.from_numpy(y_tr)),
-        batch_size=bs,
-        shuffle=True,
-        generator=gen,
-        num_workers=workers,
-        collate_fn=whole_batch,
-    )
-    val_dl = DataLoader(
-        BatchTensors(torch.from_numpy(x_va), torch.from_numpy(y_va)),
-        batch_size=4096,
-        num_workers=workers,
-        collate_fn=whole_batch,
-    )
-    return schema, encoding, train_dl, val_dl, (torch.from_numpy(x_tr), torch.from_numpy(y_tr))
+    x_tr, y_tr, x_va, y_va = (torch.from_numpy(a) for a in (x_tr, y_tr, x_va, y_va))
+    train_dl = batch_loader(x_tr, y_tr, params["model"]["batch_size"], workers, gen)
+    val_dl = batch_loader(x_va, y_va, 4096, workers)
+    return schema, encoding, train_dl, val_dl, (x_tr, y_tr)
 
 
 def train(
