@@ -37,14 +37,16 @@ PATHS = {  # the numerical paths measured, each in a worker process of its own
 }
 
 
-def plain_loop(model, data, lr, weight_decay, epochs, batch_size, seed) -> float:
-    import torch
-
+def plain_loop(model, data, optimizer: dict, epochs, batch_size, seed) -> float:
     """The loop a careful engineer writes for the same result: batches indexed straight out
-    of the tensors (a seeded permutation per epoch, no DataLoader, no per-row collate), and
-    the same per-epoch history (train loss, val loss, val accuracy) LitClassifier keeps."""
+    of the tensors (a seeded permutation per epoch, no DataLoader, no per-row collate), the
+    configured optimiser, and the same per-epoch history (train loss, val loss, val accuracy)
+    LitClassifier keeps."""
+    import torch
+    from hydra.utils import instantiate
+
     x_tr, y_tr, x_va, y_va = data
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = instantiate(optimizer)(model.parameters())  # the configured one: fused AdamW
     loss_fn = torch.nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
     history = []
@@ -106,12 +108,16 @@ def measure(params: dict, rows: int, epochs: int, repeats: int) -> dict:
             params["allowed_targets"],
         )
         base.set_standardisation(x_train)
-        lr, wd = params["model"]["optimizer"]["lr"], params["model"]["optimizer"]["weight_decay"]
         data = (*train_dl.dataset.tensors, *val_dl.dataset.tensors)
         runs = {
             "ours": lambda: lightning_fit(copy.deepcopy(base), train_dl, val_dl, params),
             "plain": lambda: plain_loop(
-                copy.deepcopy(base), data, lr, wd, epochs, params["model"]["batch_size"], 0
+                copy.deepcopy(base),
+                data,
+                params["model"]["optimizer"],
+                epochs,
+                params["model"]["batch_size"],
+                0,
             ),
         }
         times: dict = {"ours": [], "plain": [], "steps": len(train_dl) * epochs}

@@ -10,6 +10,11 @@ MKL and ATen read their variables once, at their first call, so they must be in 
 environment before torch computes anything: `pipelines/__init__.py` pins them from
 params.yaml before a stage imports torch, and the library pins again where it trains or
 predicts (threads can change at any time; a kernel choice already made cannot, and says so).
+One more path is not the CPU's to choose but the model's: torch computes sqrt, exp, log,
+tanh, sin, cos and erf of a float CPU tensor with MKL's vector math (VML), which picks its
+kernel by the CPU and ignores MKL_CBWR (measured: an AMD EPYC and an emulated Intel CPU give
+other last bits). The shipped configs avoid it (AdamW with `fused: true`), and
+`vector_math_watch` finds it where a user's model or optimiser calls it, so training warns.
 A leaf module: it imports nothing from the library and torch only if it is already loaded.
 """
 
@@ -30,6 +35,12 @@ VARIABLES = {
 # The branches MKL documents for MKL_CBWR (each may end in ",STRICT").
 MKL_BRANCHES = ("AUTO", "COMPATIBLE", "SSE2", "SSE4_2", "AVX", "AVX2", "AVX512", "AVX512_E1")
 ATEN_CAPABILITIES = ("default", "avx2", "avx512")
+# ATen ops whose float CPU kernel is MKL's vector math (torch's aten/src/ATen/cpu/vml.h), in
+# place (`sqrt_`) or not; their last bit depends on the CPU whatever MKL_CBWR says.
+VECTOR_MATH_OPS = frozenset(
+    {"acos", "asin", "atan", "cos", "erf", "erfc", "erfinv", "exp", "log", "log10", "log2"}
+    | {"sin", "sqrt", "tan", "tanh"}
+)
 _warned: set[str] = set()
 
 
@@ -86,12 +97,17 @@ def pin(numerics: dict | None) -> None:
         _warn(f"MKL already started in this process without MKL_CBWR={numerics['mkl_cbwr']}")
 
 
-def _warn(what: str) -> None:
+_PIN_FIRST = (
+    "Pin before torch computes anything (`python -m pipelines.<stage>` does; or "
+    "closedloop.numerics.pin first)."
+)
+
+
+def _warn(what: str, advice: str = _PIN_FIRST) -> None:
     if what not in _warned:
         _warned.add(what)
         warnings.warn(
-            f"numerics: {what}; its bytes may differ on another CPU. Pin before torch computes "
-            "anything (`python -m pipelines.<stage>` does; or closedloop.numerics.pin first).",
+            f"numerics: {what}; its bytes may differ on another CPU. {advice}",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -110,6 +126,42 @@ def mkl_started_unpinned() -> bool:
         return lib.mkl_serv_cbwr_get(1) == 1
     except (OSError, AttributeError, TypeError):
         return False
+
+
+def vector_math_watch():
+    """A context manager recording, in its ``.seen`` set, the VML-backed ATen ops (see
+    VECTOR_MATH_OPS) run on float CPU tensors inside it; it changes no result."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class VectorMathWatch(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func._schema.name.removeprefix("aten::").removesuffix("_")
+            if name in VECTOR_MATH_OPS:
+                first = args[0] if args else None
+                if (
+                    isinstance(first, torch.Tensor)
+                    and first.device.type == "cpu"
+                    and first.dtype in (torch.float32, torch.float64)
+                ):
+                    self.seen.add(name)
+            return func(*args, **(kwargs or {}))
+
+    return VectorMathWatch()
+
+
+def warn_vector_math(seen: set[str], where: str) -> None:
+    """Warn that ``where`` ran VML-backed ops, so its bytes are this CPU's only."""
+    if seen:
+        ops = ", ".join(f"torch.{op}" for op in sorted(seen))
+        _warn(
+            f"{where} ran {ops} on the CPU through MKL's vector math, whose kernel the CPU picks",
+            "Use ops or options without it: `fused: true` on Adam or AdamW, say.",
+        )
 
 
 def pin_from_params(path: Path | str) -> dict | None:

@@ -104,3 +104,65 @@ def test_without_params_numerics_the_machine_decides(tmp_path):
     got = probe(tmp_path, {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"})
     assert got["threads"] == 2 and got["mkl"] is None
     assert got["mkl_unpinned"] or sys.platform != "linux"  # torch's MKL, asked through ctypes
+
+
+def one_step(overrides: list[str], in_features: int, classes: int, fused: bool | None = None):
+    """One training step (forward, backward, optimiser) of a composed model, watched for
+    MKL's vector math; the VML-backed ops it ran."""
+    import torch
+
+    from closedloop.models.nets import build_model
+    from closedloop.numerics import vector_math_watch
+    from closedloop.training.module import build_module
+
+    params = compose(overrides, conf_dir=CONF)
+    if fused is not None:
+        params["model"]["optimizer"]["fused"] = fused
+    torch.manual_seed(0)
+    net = build_model(params["model"], in_features, classes, params["allowed_targets"])
+    x, y = torch.randn(32, in_features), torch.randint(0, classes, (32,))
+    net.set_standardisation(x)
+    lit = build_module(params["model"], net, params["allowed_targets"])
+    opt = lit.configure_optimizers()
+    with vector_math_watch() as watch:
+        for _ in range(2):  # Adam's moments are made at the first step, used at the second
+            opt.zero_grad()
+            lit.loss(lit.model(x), y).backward()
+            opt.step()
+    return watch.seen
+
+
+@pytest.mark.parametrize(
+    ("overrides", "in_features", "classes"),
+    [([], 12, 5), (["experiment=digits_cnn"], 64, 10)],
+    ids=["mlp", "cnn"],
+)
+def test_the_shipped_models_train_without_mkl_vector_math(overrides, in_features, classes):
+    """MKL's vector math picks its kernel by CPU whatever MKL_CBWR says (an AMD EPYC and an
+    emulated Intel CPU trained other weights through AdamW's per-tensor sqrt)."""
+    assert one_step(overrides, in_features, classes) == set()
+
+
+def test_the_watch_sees_the_per_tensor_adamw_sqrt():
+    assert one_step([], 12, 5, fused=False) == {"sqrt"}
+
+
+def test_training_warns_when_the_model_runs_mkl_vector_math(tmp_path, drift_project, monkeypatch):
+    """The pinned numerics cannot keep such weights the same on another CPU: train says so,
+    and says nothing for the shipped config."""
+    import warnings
+
+    from closedloop import numerics
+    from closedloop.paths import SNAPSHOT_DIR
+    from closedloop.training.train import train
+
+    snapshot = drift_project[0] / SNAPSHOT_DIR
+    monkeypatch.chdir(tmp_path)  # train writes reports/train/ under the working directory
+    monkeypatch.setattr(numerics, "_warned", set())  # each message is said once per process
+    params = compose(["trainer=cpu", "trainer.max_epochs=1"], conf_dir=CONF)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="numerics: training")
+        train(params, snapshot, tmp_path / "fused")
+    params["model"]["optimizer"]["fused"] = False
+    with pytest.warns(RuntimeWarning, match=r"numerics: training ran torch\.sqrt .*vector math"):
+        train(params, snapshot, tmp_path / "per-tensor")

@@ -25,7 +25,7 @@ from closedloop.io import atomic_dir, csv_text, write_text
 from closedloop.models.encoding import Encoding
 from closedloop.models.nets import TASK_LOSS, build_model, count_parameters
 from closedloop.models.persist import save_model
-from closedloop.numerics import pin
+from closedloop.numerics import pin, vector_math_watch, warn_vector_math
 from closedloop.paths import CANDIDATE_DIR, CARD_JSON, CARD_MD, SNAPSHOT_DIR, TRAIN_HISTORY
 from closedloop.training.module import build_module
 from closedloop.training.selection import SafetensorsCheckpointIO, callbacks, fit, restore_best
@@ -53,6 +53,33 @@ class NoProfiler(PassThroughProfiler):
 
     def profile(self, action_name: str) -> contextlib.AbstractContextManager:
         return self._none
+
+
+class VectorMathCheck(L.Callback):
+    """Watches the first training step (forward, backward, optimiser step) for MKL's vector
+    math, whose last bits are the CPU's own (closedloop.numerics), and warns if it ran: the
+    pinned numerics then cannot keep the weights the same on another machine."""
+
+    def __init__(self) -> None:
+        self._watch = None
+        self._done = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self._done and self._watch is None:
+            self._watch = vector_math_watch()
+            self._watch.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._stop()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._watch is not None and not self._done:
+            self._done = True
+            self._watch.__exit__(None, None, None)
+            warn_vector_math(self._watch.seen, "training")
 
 
 def make_trainer(trainer_cfg: dict, callbacks: list[L.Callback] | None = None) -> L.Trainer:
@@ -169,6 +196,8 @@ def train(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="closedloop-ckpt-") as ckpt_dir:
         best, cbs = callbacks(selection, Path(ckpt_dir))
+        if any(v is not None for v in (params.get("numerics") or {}).values()):
+            cbs.append(VectorMathCheck())  # pinned: say if the model defeats it
         trainer = make_trainer(params["trainer"], cbs)
         fit(trainer, lit, train_dl, val_dl, selection["monitor"])
         if not trainer.is_global_zero:
