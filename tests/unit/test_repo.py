@@ -163,3 +163,16 @@ def test_online_workflows_pass_no_input_or_secret_into_a_shell_line(name):
             assert "${{" not in step.get("with", {}).get("script", ""), (
                 f"{name}: expression in a script"
             )
+
+
+def test_the_pre_commit_fixers_leave_the_loops_outputs_alone():
+    """A fixer that trims a stage's output (matplotlib's SVG lines end in a space) makes the
+    committed bytes ones that `dvc repro` never writes: a fresh clone is dirty at once."""
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    exclude = re.compile(config.get("exclude", "^$"))
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    tracked = set(run(["git", "ls-files"], ROOT).stdout.split())
+    outs = {o["path"] for s in lock["stages"].values() for o in s.get("outs", [])}
+    committed = sorted(p for p in tracked if any(p == o or p.startswith(f"{o}/") for o in outs))
+    assert "reports/benchmark.html" in committed
+    assert [p for p in [*committed, "dvc.lock"] if not exclude.search(p)] == []
