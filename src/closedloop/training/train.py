@@ -25,7 +25,7 @@ from closedloop.io import atomic_dir, csv_text, write_text
 from closedloop.models.encoding import Encoding
 from closedloop.models.nets import TASK_LOSS, build_model, count_parameters
 from closedloop.models.persist import save_model
-from closedloop.numerics import pin, vector_math_watch, warn_vector_math
+from closedloop.numerics import environment, pin, vector_math_watch, warn_vector_math
 from closedloop.paths import CANDIDATE_DIR, CARD_JSON, CARD_MD, SNAPSHOT_DIR, TRAIN_HISTORY
 from closedloop.training.module import build_module
 from closedloop.training.selection import SafetensorsCheckpointIO, callbacks, fit, restore_best
@@ -65,7 +65,7 @@ class VectorMathCheck(L.Callback):
         self._done = False
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if not self._done and self._watch is None:
+        if self._watch is None:
             self._watch = vector_math_watch()
             self._watch.__enter__()
 
@@ -196,7 +196,7 @@ def train(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="closedloop-ckpt-") as ckpt_dir:
         best, cbs = callbacks(selection, Path(ckpt_dir))
-        if any(v is not None for v in (params.get("numerics") or {}).values()):
+        if environment(params.get("numerics")):
             cbs.append(VectorMathCheck())  # pinned: say if the model defeats it
         trainer = make_trainer(params["trainer"], cbs)
         fit(trainer, lit, train_dl, val_dl, selection["monitor"])
