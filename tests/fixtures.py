@@ -7,11 +7,8 @@ directory build on the same data; not a test module.
 from __future__ import annotations
 
 import functools
-import re
 import shutil
-import socket
-import subprocess
-import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -432,70 +429,43 @@ def seattle_records(root: Path = ROOT) -> pd.DataFrame:
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-# Chromium's own background services, which it calls even for about:blank; the page's requests
-# are whatever else reaches the proxy. The positive control shows a page request does.
-CHROMIUM_OWN = {
-    "clients2.google.com",
-    "update.googleapis.com",
-    "accounts.google.com",
-    "optimizationguide-pa.googleapis.com",
-    "redirector.gvt1.com",
-}
+@dataclass
+class Rendered:
+    dom: str  # the DOM as the browser built it
+    requests: list[str]  # every URL the page asked for beyond its own file, none let out
 
 
-class _RecordingProxy:
-    """A proxy that only records where each request was going, then drops it."""
+def render(page: Path, screenshot: Path | None = None, size=(1200, 2000)) -> Rendered:
+    """The system's headless Chromium, driven by Playwright, renders ``page``: the DOM after
+    load, an optional full-page PNG and the requests the page made. Playwright reports the
+    page's own requests only, so Chromium's background calls (which change with its version:
+    150 calls www.google.com at start) are not mistaken for the page's; each request is
+    recorded and aborted, so nothing leaves this machine."""
+    from playwright.sync_api import sync_playwright
 
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.hosts: list[str] = []
-        self.sock.settimeout(0.2)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+    requests: list[str] = []
+    own = page.resolve().as_uri()
 
-    def _serve(self):
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            conn.settimeout(2)
-            try:
-                first = conn.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace")
-                target = first.split(" ")[1] if " " in first else first
-                self.hosts.append(re.sub(r"^[a-z]+://", "", target).split("/")[0].split(":")[0])
-            except OSError:
-                self.hosts.append("?")
-            finally:
-                conn.close()
+    def intercept(route) -> None:
+        url = route.request.url
+        if url == own:
+            route.continue_()
+        else:
+            requests.append(url)
+            route.abort()
 
-    def page_requests(self) -> list[str]:
-        return [h for h in self.hosts if h not in CHROMIUM_OWN]
-
-    def close(self):
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
-
-
-def chromium(page: Path, profile: Path, *mode: str) -> tuple[subprocess.CompletedProcess, list]:
-    """Headless Chromium on ``page`` behind a recording proxy: its result (``--dump-dom``'s DOM
-    on stdout, or ``--screenshot=…``) and the requests the page made."""
-    proxy = _RecordingProxy()
-    try:
-        proc = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", "--disable-extensions", f"--user-data-dir={profile}",
-             f"--proxy-server=http://127.0.0.1:{proxy.port}", "--proxy-bypass-list=<-loopback>",
-             *mode, page.as_uri()],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-    finally:
-        proxy.close()
-    return proc, proxy.page_requests()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            tab = browser.new_page(viewport={"width": size[0], "height": size[1]})
+            tab.route("**/*", intercept)
+            tab.goto(own, wait_until="load")
+            tab.wait_for_load_state("networkidle")
+            if screenshot is not None:
+                tab.screenshot(path=screenshot, full_page=True)
+            return Rendered(tab.content(), requests)
+        finally:
+            browser.close()
 
 
 def trained_model(tmp: Path) -> Path:

@@ -30,7 +30,7 @@ from closedloop.reporting import plots
 from closedloop.rollout.records import from_frames, probabilities
 from closedloop.training.train import train
 from tests.conftest import ROOT
-from tests.fixtures import CHROMIUM, chromium, seattle_records
+from tests.fixtures import CHROMIUM, render, seattle_records
 
 
 @pytest.fixture(scope="module")
@@ -157,35 +157,29 @@ def test_the_page_in_headlesschromium(seattle_monitor, tmp_path):
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?!#)[a-z]+:""", html, re.I)  # no URL
     assert not re.search(r"url\((?!#)", html) and "@import" not in html and "<script" not in html
 
-    control = tmp_path / "control.html"  # a page that does fetch: the proxy must see it
+    control = tmp_path / "control.html"  # a page that does fetch: the check must see it
     control.write_text('<html><body><img src="http://cdn.example.invalid/x.png"></body></html>')
-    _, requests = chromium(control, tmp_path / "profile0", "--dump-dom")
-    assert "cdn.example.invalid" in requests, requests
+    assert render(control).requests == ["http://cdn.example.invalid/x.png"]
 
-    dom, requests = chromium(page, tmp_path / "profile1", "--dump-dom")
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert requests == [], f"the page made network requests: {requests}"
     shot_path = tmp_path / "monitor.png"
-    shot, requests = chromium(
-        page, tmp_path / "profile2", f"--screenshot={shot_path}", "--window-size=1200,2000"
-    )
-    assert shot.returncode == 0 and requests == [], shot.stderr[-2000:]
-
-    text = re.sub(r"<[^>]+>", " ", dom.stdout)
+    shown = render(page, shot_path, size=(1200, 2000))
+    assert shown.requests == [], f"the page made network requests: {shown.requests}"
+    dom = shown.dom
+    text = re.sub(r"<[^>]+>", " ", dom)
     assert "Monitoring" in text and len(text.split()) > 500  # not blank
-    assert plots.count_svgs(dom.stdout) >= 8  # its plots, in the rendered DOM
-    assert dom.stdout.count("<path") > 100
+    assert plots.count_svgs(dom) >= 8  # its plots, in the rendered DOM
+    assert dom.count("<path") > 100
     data = json.loads((out / "monitor.json").read_text())
 
     def key(name: str) -> str:
-        return re.search(rf'data-key="{name}"[^>]*>([^<]+)<', dom.stdout).group(1).strip()
+        return re.search(rf'data-key="{name}"[^>]*>([^<]+)<', dom).group(1).strip()
 
     assert key("requests") == str(data["totals"]["requests"]) == "730"
     assert key("labelled") == str(data["totals"]["labelled"])
     assert key("estimated_accuracy") == f"{data['totals']['estimated_accuracy']:.3f}"
     assert key("realised_accuracy") == f"{data['totals']['realised_accuracy']:.3f}"
     for w in (data["windows"][0], data["windows"][-1]):
-        row = re.search(rf'<tr[^>]*data-window="{w["label"]}"[^>]*>(.*?)</tr>', dom.stdout, re.S)
+        row = re.search(rf'<tr[^>]*data-window="{w["label"]}"[^>]*>(.*?)</tr>', dom, re.S)
         cells = row.group(1)
         assert (
             f">{w['estimated_accuracy']:.3f}<" in cells
