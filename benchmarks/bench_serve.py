@@ -102,17 +102,21 @@ async def load(
     return n / (time.perf_counter() - start), latencies
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (Linux /proc; 0.0 elsewhere)."""
-    total = 0.0
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU of a process and of its children (the store's writer), from Linux's
+    /proc; (0.0, 0.0) elsewhere."""
+    own = children = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(stat.parent.name) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if int(stat.parent.name) == pid:
+            own += seconds
+        elif int(fields[1]) == pid:
+            children += seconds
+    return own, children
 
 
 def p99(latencies: list[float]) -> float:
@@ -155,8 +159,9 @@ def main() -> None:
                     )
                     rps[mode].append(r)
                     lat[mode].extend(latencies)
+            per_request = 1e6 / (args.rounds * args.requests)  # microseconds
             cpu = {
-                m: (cpu_seconds(p.pid) - cpu[m]) / (args.rounds * args.requests) * 1e6
+                m: [(b - a) * per_request for a, b in zip(cpu[m], cpu_seconds(p.pid), strict=True)]
                 for m, p in servers.items()
             }
         finally:
@@ -171,7 +176,8 @@ def main() -> None:
     print(
         f"  {args.rounds}x{args.requests:,} requests each, concurrency {args.concurrency}, "
         f"{stored:,} committed; p99 {p99(lat['on']):.1f}ms logging vs {p99(lat['off']):.1f}ms "
-        f"not; server CPU incl. the writer process {cpu['on']:.0f} vs {cpu['off']:.0f} us/request"
+        f"not; CPU per request: the server {cpu['on'][0]:.0f} us logging vs {cpu['off'][0]:.0f} us "
+        f"not, the store's writer process {cpu['on'][1]:.0f} us"
     )
     result(
         "serving: throughput, logging on vs off",

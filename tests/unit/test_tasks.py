@@ -6,8 +6,10 @@ slice regression fails, a missing metric fails."""
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn import metrics as skm
@@ -21,6 +23,7 @@ from closedloop.evaluation.evaluate import predictions_frame, score
 from closedloop.evaluation.statistics import compare_split, metric_value
 from closedloop.gating import gate
 from closedloop.metrics import binary
+from closedloop.reporting.figures import figures, forest_rows
 from tests.conftest import ROOT
 from tests.fixtures import CHAMPION, split_info, task_case, task_frame
 
@@ -105,7 +108,8 @@ def test_batched_rank_aucs_agree_with_sklearn_on_every_resample_with_ties():
 
 
 # ------------------------------------------------------------------------------- the gate
-def judge(dataset: str, candidate, champion, gates=None, edit=None):
+def comparison_of(dataset: str, candidate, champion) -> dict:
+    """reports/comparison.json for these outputs on the dataset's test rows."""
     case = task_case(dataset)
     params = case["params"]
     ds, task = params["dataset"], params["dataset"]["task"]
@@ -118,12 +122,20 @@ def judge(dataset: str, candidate, champion, gates=None, edit=None):
     comp["baselines"] = compare_baselines(
         frame, ds["classes"] or [], baseline, None, params["metrics"], task
     )
-    comparison = {
+    return {
         "champion": None,
         "task": task,
         "baseline_class": None if task == "regression" else baseline,
         "splits": {"production": comp},
     }
+
+
+def judge(dataset: str, candidate, champion, gates=None, edit=None):
+    case = task_case(dataset)
+    params = case["params"]
+    ds, task = params["dataset"], params["dataset"]["task"]
+    comparison = comparison_of(dataset, candidate, champion)
+    comp = comparison["splits"]["production"]
     metrics = {
         "production": {"n": comp["n"], **{m: v["candidate"] for m, v in comp["overall"].items()}}
     }
@@ -275,3 +287,45 @@ def test_a_metric_of_another_task_is_refused_naming_the_file():
         compose(["dataset=diabetes", "gates.beat_baseline.metric=accuracy"], conf_dir=ROOT / "conf")
     msg = str(e.value)
     assert "gates.beat_baseline" in msg and "not a regression metric" in msg
+
+
+# ----------------------------------------------------------------------------- the report
+def test_a_regression_report_plots_predicted_against_true_and_right_is_better(tmp_path):
+    """A regression has no classes: the report drew a confusion matrix over every distinct
+    value (diabetes: a 17 MB page that took 40 s), and its forest put a lower rmse, which is
+    better, left of zero, where the caption says worse."""
+    case = task_case("diabetes")
+    comparison = Comparison.model_validate(
+        comparison_of("diabetes", case["candidate"], case["champion"])
+    )
+    rows = {
+        label: (est, low, high)
+        for label, est, low, high in forest_rows(comparison, "production", "regression")[0]
+    }
+    rmse = comparison.splits["production"].overall["rmse"]
+    assert rmse.delta < 0  # the candidate's rmse is the lower: it is the better
+    assert rows["production: rmse vs champion (−Δ)"] == (-rmse.delta, -rmse.ci_high, -rmse.ci_low)
+    r2 = comparison.splits["production"].overall["r2"]  # higher is better: as measured
+    assert rows["production: r2 vs champion"] == (r2.delta, r2.ci_low, r2.ci_high)
+
+    rng = np.random.default_rng(0)
+    actual = np.round(rng.uniform(25, 350, 3000), -1)  # 34 distinct values, 3,000 rows
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    pd.DataFrame(
+        {
+            "row": range(3000),
+            "actual": actual,
+            "predicted": actual + rng.choice([-20.0, 0.0, 10.0], 3000),
+            "champion_predicted": actual + rng.choice([-30.0, 0.0, 30.0], 3000),
+        }
+    ).to_csv(eval_dir / "production.csv", index=False)
+    figs = figures(comparison, None, [], "production", [], "95%", "regression", eval_dir)
+    assert [f.kind for f in figs] == ["forest", "predicted"]
+    predicted = figs[1]
+    assert len(predicted.svgs) == 2 and "Candidate left, champion right" in predicted.caption
+    assert "2,000 rows, evenly spaced" in predicted.caption
+    for svg in predicted.svgs:
+        points = re.search(r'<g id="PathCollection_1">(.*?)</g>', svg, re.S).group(1)
+        assert points.count("<use ") == 1500  # a point for every second row
+        assert "exact (y = x)" in svg and len(svg) < 400_000

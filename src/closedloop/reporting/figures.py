@@ -30,19 +30,29 @@ class Figure:
     title: str
     svgs: list[str]
     caption: str
-    kind: str = field(default="")  # forest | calibration | confusion | drift: the page's css class
+    kind: str = field(
+        default=""
+    )  # forest | calibration | confusion | predicted | drift: its css class
 
 
 MAX_FOREST_SLICES = 40  # slice rows in the forest plot; the page's slice table has them all
 
 
-def _forest(comparison: Comparison, split: str, task: str, level: str) -> Figure | None:
-    rows = []  # (label, delta, low, high)
+def forest_rows(comparison: Comparison, split: str, task: str) -> tuple[list[tuple], int]:
+    """The forest plot's rows, (label, Δ, low, high), each oriented so that a positive value
+    is better for the candidate, and how many slice rows were left out."""
+    rows = []
+
+    def row(label: str, metric: str, e) -> tuple:
+        if registry.get(metric, task).higher_is_better:
+            return (label, e.delta, e.ci_low, e.ci_high)
+        return (f"{label} (−Δ)", -e.delta, -e.ci_high, -e.ci_low)
+
     for name, comp in comparison.splits.items():
         for m in registry.task_metrics(task):
             e = comp.overall.get(m.name)
             if e is not None and e.delta is not None and e.ci_low is not None:
-                rows.append((f"{name}: {m.name} vs champion", e.delta, e.ci_low, e.ci_high))
+                rows.append(row(f"{name}: {m.name} vs champion", m.name, e))
     judged = comparison.splits.get(split)
     slices, left_out = [], 0
     if judged is not None:
@@ -51,8 +61,7 @@ def _forest(comparison: Comparison, split: str, task: str, level: str) -> Figure
                 for m in registry.task_metrics(task):
                     e = s.metric(m.name)
                     if e is not None and e.delta is not None and e.ci_low is not None:
-                        label = f"{split}: {m.name}, {sname}={value}"
-                        slices.append((label, e.delta, e.ci_low, e.ci_high))
+                        slices.append(row(f"{split}: {m.name}, {sname}={value}", m.name, e))
         if len(slices) > MAX_FOREST_SLICES:  # the most harmful lower bounds, in their order
             keep = set(sorted(range(len(slices)), key=lambda i: slices[i][2])[:MAX_FOREST_SLICES])
             left_out = len(slices) - len(keep)
@@ -60,8 +69,12 @@ def _forest(comparison: Comparison, split: str, task: str, level: str) -> Figure
         rows += slices
         for bname, b in judged.baselines.items():
             for metric, e in b.metrics.items():
-                label = f"{split}: {metric} vs {bname.replace('_', ' ')}"
-                rows.append((label, e.delta, e.ci_low, e.ci_high))
+                rows.append(row(f"{split}: {metric} vs {bname.replace('_', ' ')}", metric, e))
+    return rows, left_out
+
+
+def _forest(comparison: Comparison, split: str, task: str, level: str) -> Figure | None:
+    rows, left_out = forest_rows(comparison, split, task)
     if not rows:
         return None
     labels, est, lows, highs = (list(c) for c in zip(*rows, strict=True))
@@ -73,11 +86,21 @@ def _forest(comparison: Comparison, split: str, task: str, level: str) -> Figure
     )
     return Figure(
         "Δ with its confidence interval",
-        [plots.forest_plot(labels, est, lows, highs, ref=0.0, xlabel="Δ (candidate − other)")],
+        [
+            plots.forest_plot(
+                labels,
+                est,
+                lows,
+                highs,
+                ref=0.0,
+                xlabel="Δ (candidate − other); −Δ where lower is better",
+            )
+        ],
         f"Each row is the candidate minus the champion or a baseline on the same rows "
-        f"(diamond: point estimate; bar: {level} paired bootstrap CI). Right of the dashed "
-        "line the candidate is better; a bar that crosses it is a difference the data cannot "
-        "confirm. Slices show only with a champion." + more,
+        f"(diamond: point estimate; bar: {level} paired bootstrap CI), its sign flipped for a "
+        "metric where lower is better (marked −Δ), so right of the dashed line the candidate "
+        "is always better; a bar that crosses it is a difference the data cannot confirm. "
+        "Slices show only with a champion." + more,
         "forest",
     )
 
@@ -148,6 +171,31 @@ def _confusion(eval_dir: Path, split: str, classes: list[str]) -> Figure | None:
     )
 
 
+def _predicted(eval_dir: Path, split: str) -> Figure | None:
+    """A regression's counterpart of the confusion matrices: predicted against true."""
+    path = eval_dir / f"{split}.csv"
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path)
+    if frame.empty:
+        return None
+    sides = [("candidate", "predicted"), ("champion", "champion_predicted")]
+    svgs = [
+        plots.scatter_plot(frame["actual"], frame[column], title=f"{who}, {split}")
+        for who, column in sides
+        if column in frame.columns
+    ]
+    shown = "every row" if len(frame) <= 2000 else "2,000 rows, evenly spaced"
+    return Figure(
+        "Predicted against true",
+        svgs,
+        f"One point per {split} row ({shown}); on the dashed line y = x the prediction is "
+        "exact, above it too high. "
+        + ("Candidate left, champion right." if len(svgs) > 1 else "No champion yet."),
+        "predicted",
+    )
+
+
 def _drift(drift: DriftReport | None, order: list[str]) -> Figure | None:
     if drift is None or not drift.columns:
         return None
@@ -189,7 +237,9 @@ def figures(
     found = [
         _forest(comparison, split, task, level),
         _calibration(eval_dir, list(comparison.splits)),
-        _confusion(eval_dir, split, classes),
+        _predicted(eval_dir, split)
+        if task == "regression"
+        else _confusion(eval_dir, split, classes),
         _drift(drift, drift_order),
     ]
     return [f for f in found if f is not None]

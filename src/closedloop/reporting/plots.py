@@ -9,6 +9,7 @@ same bytes. Each function returns one ``<svg>…</svg>`` element, ready to paste
     forest_plot(labels, estimates, lows, highs, ref=0.0)
     calibration_plot(confidence, accuracy, counts)
     confusion_plot(matrix, classes)
+    scatter_plot(actual, predicted)
 
 Missing values (None or NaN) leave gaps; ``marked`` shades the x positions a reader should
 not trust (windows too small to judge) instead of hiding them.
@@ -276,6 +277,33 @@ def confusion_plot(
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(title, loc="left", fontsize=10, fontweight="bold")
+    return _svg(fig)
+
+
+def scatter_plot(
+    actual: Sequence[float],
+    predicted: Sequence[float],
+    *,
+    title: str = "Predicted against true",
+    width: float = 3.6,
+    limit: int = 2000,
+) -> str:
+    """Predicted (y) against true (x) values, with the line y = x. At most ``limit`` points,
+    evenly spaced over the rows: the page stays small and the same rows give the same bytes."""
+    step = max(1, math.ceil(len(actual) / limit))
+    xs, ys = _values(list(actual)[::step]), _values(list(predicted)[::step])
+    fig, ax = _figure(width, width * 0.9)
+    with matplotlib.rc_context(RC):
+        finite = [v for v in xs + ys if not math.isnan(v)]
+        if finite:
+            low, high = min(finite), max(finite)
+            ax.plot([low, high], [low, high], color="#57606a", lw=1, ls="--", label="exact (y = x)")
+        ax.scatter(xs, ys, s=8, color=PALETTE[0], alpha=0.5, linewidths=0, zorder=3)
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted")
+        ax.set_title(title, loc="left", fontsize=10, fontweight="bold")
+        if finite:
+            ax.legend(frameon=False, fontsize=8, loc="upper left")
     return _svg(fig)
 
 

@@ -169,6 +169,7 @@ def render(level: str = "95%") -> tuple[str, str]:
         ctx["split"],
         ctx["schema"].classes,
         level,
+        ctx["comparison"].task,
     )
     return md, templating.render("benchmark.html.j2", max_rows=None, **ctx)
 
