@@ -469,3 +469,23 @@ def test_fuzzed_requests_get_no_5xx_match_the_schema_and_store_only_on_2xx(opera
 
     one()
     assert seen  # something was sent, and answered
+
+
+def test_the_server_freezes_its_startup_heap_before_it_serves(model_dir, monkeypatch):
+    """Full collections walk every tracked object; the server's startup heap (torch, pandas,
+    the model, the app) is frozen out of them before the first request (make bench measures
+    what that saves with logging on)."""
+    import gc
+
+    import uvicorn
+
+    from closedloop.serving.server import run_server
+
+    seen = {}
+    monkeypatch.chdir(model_dir.parent)  # its params.yaml
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(frozen=gc.get_freeze_count()))
+    try:
+        run_server(model_dir=model_dir, no_logging=True)
+    finally:
+        gc.unfreeze()
+    assert seen["frozen"] > 100_000, seen
