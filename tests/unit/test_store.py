@@ -91,6 +91,38 @@ def test_every_api_commits_and_close_flushes_fire_and_forget(store_url):
         store.submit_prediction(prediction("after"))
 
 
+def test_json_columns_are_text_that_round_trips_every_value(db):
+    """orjson writes them: floats come back bit for bit, numpy scalars and text are kept, a
+    non-finite number is null (missing) and an integer beyond 64 bits is still written."""
+    import numpy as np
+
+    features = {
+        "tiny": 1e-7,
+        "third": 1 / 3,
+        "huge": 1.7976931348623157e308,
+        "city": "Zürich",
+        "np64": np.float64(0.1),
+        "np32": np.float32(0.5),
+        "count": np.int64(3),
+        "gap": None,
+        "nan": float("nan"),
+        "inf": float("-inf"),
+    }
+    store = FeedbackStore(f"sqlite:///{db}")
+    store.submit_prediction(prediction("a", **features)).result(10)
+    store.submit_prediction(prediction("b", big=2**70)).result(10)
+    store.close()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "select features, typeof(features), typeof(probabilities) from predictions"
+            " order by request_id"
+        ).fetchall()
+    assert [r[1:] for r in rows] == [("text", "text")] * 2  # not BLOBs of UTF-8
+    expected = {**features, "np64": 0.1, "np32": 0.5, "count": 3, "nan": None, "inf": None}
+    assert json.loads(rows[0][0]) == expected
+    assert json.loads(rows[1][0]) == {"big": 2**70}
+
+
 def test_a_duplicate_fails_alone_not_its_batch(store_url):
     store = FeedbackStore(store_url, batch_size=64)
     try:

@@ -811,15 +811,25 @@ def run_server(
         raise
     if api_tokens(params):
         log.info("serve: bearer tokens required ($%s)", serve["auth"]["tokens_env"])
-    freeze_startup_heap()
+    tune_collector()
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
 
 
-def freeze_startup_heap() -> None:
-    """Exempt what startup built (torch, pandas, the model, the app: about a million objects
-    that live as long as the server) from the garbage collector's full collections. Requests
-    that wait for the store's commit outlive the young generations and set off those full
-    collections often, each walking that whole heap: with logging on they cost 15% of the
-    server's CPU per request (make bench: serving)."""
+YOUNG_COLLECTION_THRESHOLD = 20_000  # Python's default is 700
+
+
+def tune_collector() -> None:
+    """Keep the garbage collector off the request path.
+
+    Startup builds about a million objects that live as long as the server (torch, pandas,
+    the model, the app): they are frozen out of every collection. And with logging on, 16
+    requests that wait for their commit hold their objects for a while, so Python's default
+    700 net allocations set off a young collection every ~9 requests, each walking what those
+    requests hold (150 us). A higher threshold leaves them to reference counting, which frees
+    almost everything; only reference cycles wait longer, a few MB at most. Both measured in
+    make bench (serving): server CPU per request with logging 908 -> 768 -> 650 us, 640 us
+    without logging.
+    """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
