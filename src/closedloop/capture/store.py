@@ -880,7 +880,8 @@ class _Writer:
 def _json(obj: Any) -> str:
     """Compact JSON, written by orjson on the server's hot path (2 us for 64 features against
     the standard library's 14). NaN and infinity become null, a missing value, as pandas
-    reads them; what orjson cannot write (a 65-bit integer) goes to the standard library."""
+    reads them (the server refuses them before they get here); what orjson cannot write (a
+    65-bit integer) goes to the standard library."""
     try:
         return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode()
     except TypeError:
