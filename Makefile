@@ -17,7 +17,11 @@ export TORCH_INDEX_TIMEOUT ?= 5
 STAMP := $(VENV)/.closedloop-installed
 # pip prints only its errors; `make install PIP_VERBOSITY=` shows all it does.
 PIP_VERBOSITY ?= --quiet --quiet
+# --no-compile: pip would byte-compile every module it installs (torch alone has thousands,
+# most never imported); Python compiles each one on its first import instead. Measured on
+# 2 cores: torch 38 -> 16 s, the project and its tools 130 -> 88 s.
 PIP := $(PY) -m pip $(PIP_VERBOSITY) --disable-pip-version-check
+PIP_INSTALL := $(PIP) install --no-compile
 # dvc.yaml's commands say `python`: make it the venv's, as `source .venv/bin/activate` would.
 export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
@@ -46,20 +50,20 @@ $(STAMP): pyproject.toml
 	@set -e; \
 	if [ ! -x $(PY) ]; then echo "install: creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); fi; \
 	trap 'echo "install: failed (make install PIP_VERBOSITY= shows what pip did)" >&2' ERR; \
-	$(PIP) install --upgrade pip; \
+	$(PIP_INSTALL) --upgrade pip; \
 	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "install: CUDA found: torch $(TORCH_VERSION) with CUDA from pip's configured index"; \
-		$(PIP) install "torch==$(TORCH_VERSION)"; \
+		$(PIP_INSTALL) "torch==$(TORCH_VERSION)"; \
 	elif [ -n "$$TORCH_CPU_INDEX" ] && $(PY) -c "$$TORCH_INDEX_ANSWERS" 2>/dev/null; then \
 		echo "install: no CUDA: torch $(TORCH_VERSION), CPU build, from $$TORCH_CPU_INDEX"; \
-		$(PIP) install "torch==$(TORCH_VERSION)" --index-url "$$TORCH_CPU_INDEX"; \
+		$(PIP_INSTALL) "torch==$(TORCH_VERSION)" --index-url "$$TORCH_CPU_INDEX"; \
 	else \
 		echo "install: no CUDA; $${TORCH_CPU_INDEX:-TORCH_CPU_INDEX (empty)} did not answer in $$TORCH_INDEX_TIMEOUT s: torch $(TORCH_VERSION) from pip's configured index"; \
-		$(PIP) install "torch==$(TORCH_VERSION)"; \
+		$(PIP_INSTALL) "torch==$(TORCH_VERSION)"; \
 	fi; \
 	$(PY) -c "$$TORCH_BUILD"; \
 	echo "install: the project and its dev tools: pip install -e '.[dev]'"; \
-	$(PIP) install -e ".[dev]"; \
+	$(PIP_INSTALL) -e ".[dev]"; \
 	echo "install: done: $(VENV) holds torch, closedloop and its tools"
 	@touch $@
 

@@ -2,8 +2,8 @@
 
 In a copy of this repository: add src/acme_nets/ and conf/model/tiny.yaml, put `acme_nets.`
 in allowed_targets, and `dvc exp run -S model=tiny` trains and judges it; the reference
-server answers /predict with it. Editing the package reruns exactly the stages that build
-`_target_`s; a `_target_` outside allowed_targets is refused at compose and at load.
+server answers /predict with it. Editing the package makes exactly the stages that build
+`_target_`s change; a `_target_` outside allowed_targets is refused at compose and at load.
 """
 
 from __future__ import annotations
@@ -79,11 +79,12 @@ def project(tmp_path_factory):
     config.write_text(config.read_text().replace(ALLOW, ALLOW + "  - acme_nets. # our networks\n"))
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "our own network"], root)
-    return root
+    return root, exp_run(root)
 
 
 def test_own_network_trains_evaluates_and_is_served(project):
-    assert {"compose", "collect", "train", "evaluate", "gate"} <= exp_run(project)
+    project, first = project
+    assert {"compose", "collect", "train", "evaluate", "gate"} <= first
     card = json.loads((project / "models/candidate/card.json").read_text())
     assert card["model"]["net"] == {"_target_": "acme_nets.TinyNet", "width": 16}
     assert card["parameters"] == (4 * 16 + 16) + (16 * 5 + 5)
@@ -118,15 +119,24 @@ def test_own_network_trains_evaluates_and_is_served(project):
     )
 
 
-def test_editing_the_package_reruns_exactly_the_stages_that_build_targets(project):
-    assert not exp_run(project) & BUILDERS, "nothing changed: nothing may rerun"
+def test_editing_the_package_makes_exactly_the_stages_that_build_targets_change(project):
+    """After the fixture's `dvc exp run` nothing is stale; editing the package reruns compose
+    (it hashes src/) under the experiment, and then `dvc status` names exactly the stages that
+    build `_target_`s, each for its `code` param: what the next `dvc exp run` reruns."""
+    project, _ = project
+    assert json.loads(run(["dvc", "status", "--json"], project).stdout) == {}
     init = project / "src/acme_nets/__init__.py"
     init.write_text(init.read_text().replace('"""One hidden layer', '"""A single hidden layer'))
-    assert exp_run(project) >= BUILDERS
-    assert not exp_run(project) & BUILDERS
+    out = run(["dvc", "exp", "run", "-S", "model=tiny", "compose"], project).stdout
+    assert ran(out) == {"compose"}, out
+    status = json.loads(run(["dvc", "status", "--json"], project).stdout)
+    assert set(status) == BUILDERS, status
+    for stage, changes in status.items():
+        assert changes == [{"changed deps": {"params.yaml": {"code": "modified"}}}], stage
 
 
 def test_a_target_outside_allowed_targets_is_refused_at_compose_and_at_load(project):
+    project, _ = project
     config = project / "conf/config.yaml"
     config.write_text(config.read_text().replace("  - acme_nets. # our networks\n", ""))
     compose = run([sys.executable, "-m", "pipelines.compose", "model=tiny"], project, check=False)

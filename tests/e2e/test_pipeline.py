@@ -110,7 +110,9 @@ def test_bad_config_stops_the_loop_before_training(project):
     run(["git", "checkout", "--", "conf"], project)
 
 
-def test_exp_run_override_trains_with_the_new_value_and_is_listed(project):
+def test_exp_run_group_and_value_overrides_train_and_are_listed(project):
+    """One `dvc exp run` with a config group override (`experiment=`, which selects another
+    dataset and model) and value overrides on top of it: Hydra composes them all."""
     run(["git", "checkout", "--", "."], project)
     run(["dvc", "repro"], project)
     run(["git", "add", "-A"], project)
@@ -123,16 +125,22 @@ def test_exp_run_override_trains_with_the_new_value_and_is_listed(project):
             "-n",
             "lr-bump",
             "-S",
+            "experiment=digits_cnn",
+            "-S",
+            "trainer.max_epochs=2",
+            "-S",
             "model.optimizer.lr=0.02",
             "-S",
-            "model.net.hidden_sizes=[32]",
+            "model.net.channels=[8,16]",
         ],
         project,
     )
-    # The override reached training: the workspace now holds the experiment's results.
+    # The overrides reached training: the workspace now holds the experiment's results.
     card = json.loads((project / "models/candidate/card.json").read_text())
+    assert card["dataset"] == "digits"
     model = card["model"]
-    assert model["optimizer"]["lr"] == 0.02 and model["net"]["hidden_sizes"] == [32]
+    assert model["net"]["_target_"] == "closedloop.models.nets.CNN"
+    assert model["optimizer"]["lr"] == 0.02 and model["net"]["channels"] == [8, 16]
     assert yaml.safe_load((project / "params.yaml").read_text())["model"]["optimizer"]["lr"] == 0.02
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     exps = {
@@ -157,12 +165,5 @@ def test_exp_run_override_trains_with_the_new_value_and_is_listed(project):
     assert ran(run(["dvc", "repro", "compose"], project).stdout) == {"compose"}  # the rest: above
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["model"]["optimizer"]["lr"] == 0.003 and params["model"]["net"]["dropout"] == 0.2
-    run(["git", "checkout", "--", "."], project)
-
-
-def test_exp_run_config_group_override(project):
-    run(["dvc", "exp", "run", "-S", "experiment=digits_cnn", "-S", "trainer.max_epochs=2"], project)
-    card = json.loads((project / "models/candidate/card.json").read_text())
-    assert card["dataset"] == "digits"
-    assert card["model"]["net"]["_target_"] == "closedloop.models.nets.CNN"
+    assert params["dataset"]["name"] == "seattle_weather"
     run(["git", "checkout", "--", "."], project)

@@ -57,17 +57,24 @@ def trained(project, extra_env: dict, under: list | None = None) -> tuple[str, b
     return hashlib.sha256(weights).hexdigest(), (project / "reports/metrics.json").read_bytes()
 
 
-def test_default_kernels_and_an_avx2_cap_train_the_same_weights(tmp_path):
-    project = make_project(tmp_path / "project", max_epochs=5)
+@pytest.fixture(scope="module")
+def native(tmp_path_factory) -> tuple[Path, tuple[str, bytes]]:
+    """A project trained and evaluated with this CPU's default kernels: the weights' sha256
+    and metrics every other CPU below must give."""
+    project = make_project(tmp_path_factory.mktemp("native") / "project", max_epochs=5)
     for name in ("compose", "collect", "champion"):
         stage(project, name)
-    here = trained(project, {})
+    return project, trained(project, {})
+
+
+def test_default_kernels_and_an_avx2_cap_train_the_same_weights(native):
+    project, here = native
     older = trained(project, {**OLDER_CPU, **MORE_THREADS})
     assert older[0] == here[0], "the AVX2-capped run (2 threads asked) trained other weights"
     assert older[1] == here[1], "the AVX2-capped run (2 threads asked) gave other metrics"
 
 
-def test_an_emulated_intel_cpu_trains_the_same_weights(tmp_path):
+def test_an_emulated_intel_cpu_trains_the_same_weights(native):
     """The check that caught AdamW's per-tensor sqrt: MKL's vector math, which ignores
     MKL_CBWR, gave an AMD EPYC and this emulated Intel other last bits (030dc6d4 vs
     47c9b9f6), the ISA caps above did not. CI installs qemu-user (.ci/run)."""
@@ -75,10 +82,7 @@ def test_an_emulated_intel_cpu_trains_the_same_weights(tmp_path):
         if os.environ.get("CI"):
             pytest.fail("qemu-x86_64 is missing: .ci/run installs Debian's qemu-user")
         pytest.skip("qemu-x86_64 is missing (Debian's qemu-user)")
-    project = make_project(tmp_path / "project", max_epochs=5)
-    for name in ("compose", "collect", "champion"):
-        stage(project, name)
-    here = trained(project, {})
+    project, here = native
     intel = trained(project, {}, under=EMULATED_INTEL)
     assert intel[0] == here[0], "the emulated Intel CPU trained other weights"
     assert intel[1] == here[1], "the emulated Intel CPU gave other metrics"
